@@ -1,0 +1,337 @@
+//! The client library: routes each session to its group's leader, follows not-leader hints,
+//! and retries with a deadline under the same request id (so a retried write applies once).
+//!
+//! **Architecture invariant:** the client never assumes a leader. It starts from a group's
+//! bootstrap replica, learns leaders from `NotLeader { hint }`, and forgets them on failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::RngCore;
+
+use crate::command::{Attributes, Command, Origin, Outcome};
+use crate::error::{Error, Result};
+use crate::id::{ClientId, GroupId, SessionId};
+use crate::state::SessionView;
+use crate::transport::{Connector, Pool, TcpConnector, TransportError};
+use crate::wire::{ClientRequest, GroupStatus, RequestBody, ResponseBody, Topology, WireError};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Any nodes of the cluster; the rest is learned from them.
+    pub endpoints: Vec<String>,
+    /// Overall deadline of one operation, retries included.
+    pub request_timeout: Duration,
+    /// Deadline of one attempt.
+    pub attempt_timeout: Duration,
+    /// This client's id; random when `None`. Must be unique among live clients.
+    pub client_id: Option<ClientId>,
+}
+
+impl ClientConfig {
+    /// Defaults for `endpoints`.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        ClientConfig {
+            endpoints,
+            request_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(2),
+            client_id: None,
+        }
+    }
+}
+
+/// Options for a new session.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Idle timeout; the cluster default when `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Absolute lifetime, if any.
+    pub lifetime: Option<Duration>,
+}
+
+/// An attribute-level change.
+#[derive(Clone, Debug, Default)]
+pub struct Update {
+    /// Attributes to set.
+    pub set: Attributes,
+    /// Attributes to remove.
+    pub remove: BTreeSet<String>,
+    /// Apply only at this version (compare-and-set).
+    pub expected_version: Option<u64>,
+    /// A new idle timeout.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Update {
+    /// Sets one attribute.
+    pub fn set(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.set.insert(name.into(), value.into());
+        self
+    }
+
+    /// Removes one attribute.
+    pub fn remove(mut self, name: impl Into<String>) -> Self {
+        self.remove.insert(name.into());
+        self
+    }
+
+    /// Makes the update conditional on `version`.
+    pub fn if_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+}
+
+/// A write's result: the session's version after it and the replicated time it happened at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The version after the write.
+    pub version: u64,
+    /// Replicated time of the write.
+    pub server_time_ms: u64,
+}
+
+/// A connection to a cluster.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    pool: Pool,
+    config: ClientConfig,
+    topology: Topology,
+    client_id: ClientId,
+    seq: AtomicU64,
+    /// Last known leader address per group.
+    leaders: Mutex<BTreeMap<GroupId, String>>,
+}
+
+impl Client {
+    /// Connects over TCP.
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        Self::connect_with(config, Arc::new(TcpConnector)).await
+    }
+
+    /// Connects through `connector` (the simulation passes its own).
+    pub async fn connect_with(config: ClientConfig, connector: Arc<dyn Connector>) -> Result<Client> {
+        if config.endpoints.is_empty() {
+            return Err(Error::Config("no endpoints".into()));
+        }
+        let pool = Pool::new(connector);
+        let topology = fetch_topology(&pool, &config).await?;
+        let client_id = config.client_id.unwrap_or_else(|| ClientId(rand::rngs::OsRng.next_u64()));
+        let inner = ClientInner {
+            pool,
+            config,
+            topology,
+            client_id,
+            seq: AtomicU64::new(1),
+            leaders: Mutex::default(),
+        };
+        Ok(Client { inner: Arc::new(inner) })
+    }
+
+    /// The cluster's shape.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> ClientId {
+        self.inner.client_id
+    }
+
+    /// Creates a session under a fresh random id.
+    pub async fn create(&self, attributes: Attributes, options: CreateOptions) -> Result<(SessionId, Written)> {
+        for _ in 0..8 {
+            let id = SessionId::generate();
+            match self.create_with_id(id, attributes.clone(), options.clone()).await {
+                Err(Error::Exists) => continue,
+                other => return other.map(|w| (id, w)),
+            }
+        }
+        Err(Error::Unavailable("could not find an unused session id".into()))
+    }
+
+    /// Creates a session under `id`; [`Error::Exists`] if it is taken.
+    pub async fn create_with_id(&self, id: SessionId, attributes: Attributes, options: CreateOptions) -> Result<Written> {
+        let command = Command::Create {
+            id,
+            attributes,
+            idle_timeout_ms: options.idle_timeout.map_or(0, |d| (d.as_millis() as u64).max(1)),
+            lifetime_ms: options.lifetime.map(|d| d.as_millis() as u64),
+        };
+        self.write(id, command).await
+    }
+
+    /// Reads a session linearizably; `None` if it does not exist or expired.
+    pub async fn get(&self, id: SessionId) -> Result<Option<SessionView>> {
+        match self.call(id.group(self.groups()), RequestBody::Client(ClientRequest::Read { id })).await? {
+            ResponseBody::Read(r) => Ok(r.session),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies an attribute-level update.
+    pub async fn update(&self, id: SessionId, update: Update) -> Result<Written> {
+        let command = Command::Update {
+            id,
+            set: update.set,
+            remove: update.remove,
+            expected_version: update.expected_version,
+            idle_timeout_ms: update.idle_timeout.map(|d| (d.as_millis() as u64).max(1)),
+        };
+        self.write(id, command).await
+    }
+
+    /// Extends a session's idle deadline; returns its (unchanged) version.
+    pub async fn touch(&self, id: SessionId) -> Result<Written> {
+        self.write(id, Command::Touch { id }).await
+    }
+
+    /// Deletes a session, optionally only at `expected_version`.
+    pub async fn delete(&self, id: SessionId, expected_version: Option<u64>) -> Result<Written> {
+        self.write(id, Command::Delete { id, expected_version }).await
+    }
+
+    /// Status of every group on every node that answers.
+    pub async fn status(&self) -> Vec<(String, Result<Vec<GroupStatus>>)> {
+        let mut out = Vec::new();
+        for (_, addr) in &self.inner.topology.nodes {
+            let body = RequestBody::Client(ClientRequest::Status);
+            let r = match self.inner.pool.call(addr, GroupId(0), &body, self.inner.config.attempt_timeout).await {
+                Ok(ResponseBody::Status(s)) => Ok(s),
+                Ok(other) => Err(unexpected(other)),
+                Err(e) => Err(transport(e)),
+            };
+            out.push((addr.clone(), r));
+        }
+        out
+    }
+
+    /// Sends one write with a fresh request id, retrying it (same id) until the deadline.
+    pub async fn write(&self, id: SessionId, command: Command) -> Result<Written> {
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        self.write_as(id, Origin { client: self.inner.client_id, seq }, command).await
+    }
+
+    /// Sends one write under an explicit request id (for tests of exactly-once delivery).
+    pub async fn write_as(&self, id: SessionId, origin: Origin, command: Command) -> Result<Written> {
+        let body = RequestBody::Client(ClientRequest::Write { origin, command });
+        let response = match self.call(id.group(self.groups()), body).await? {
+            ResponseBody::Written(r) => r,
+            other => return Err(unexpected(other)),
+        };
+        let server_time_ms = response.server_time_ms;
+        match response.outcome {
+            Outcome::Ok { version } => Ok(Written { version, server_time_ms }),
+            Outcome::Exists => Err(Error::Exists),
+            Outcome::NotFound => Err(Error::NotFound),
+            Outcome::Conflict { current_version } => Err(Error::Conflict { current_version }),
+            Outcome::TooLarge { bytes, limit } => Err(Error::TooLarge { bytes, limit }),
+            Outcome::Invalid { reason } => Err(Error::Invalid(reason)),
+            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    fn groups(&self) -> u32 {
+        self.inner.topology.groups
+    }
+
+    /// Sends `body` to `group`'s leader, following hints and retrying until the deadline.
+    pub async fn call(&self, group: GroupId, body: RequestBody) -> Result<ResponseBody> {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + inner.config.request_timeout;
+        let replicas = self.replica_addresses(group)?;
+        let mut target = self.cached_leader(group).unwrap_or_else(|| replicas[0].clone());
+        let mut attempt: u32 = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::Timeout);
+            }
+            let budget = remaining.min(inner.config.attempt_timeout);
+            let outcome = inner.pool.call(&target, group, &body, budget).await;
+            attempt += 1;
+            match outcome {
+                Ok(ResponseBody::Error(WireError::NotLeader { leader: Some((_, addr)) })) if addr != target => {
+                    self.set_leader(group, Some(addr.clone()));
+                    target = addr;
+                    continue;
+                }
+                Ok(ResponseBody::Error(WireError::NotLeader { .. } | WireError::Unavailable(_))) | Err(_) => {
+                    self.set_leader(group, None);
+                    target = replicas[attempt as usize % replicas.len()].clone();
+                }
+                Ok(ResponseBody::Error(e)) => return Err(Error::Protocol(e)),
+                Ok(reply) => {
+                    self.set_leader(group, Some(target));
+                    return Ok(reply);
+                }
+            }
+            let backoff_ms = (5u64 << attempt.min(6)).min(200);
+            tokio::time::sleep(Duration::from_millis(backoff_ms).min(remaining)).await;
+        }
+    }
+
+    fn replica_addresses(&self, group: GroupId) -> Result<Vec<String>> {
+        let t = &self.inner.topology;
+        let members = t.placement.get(group.0 as usize).ok_or(Error::Protocol(WireError::UnknownGroup(group.0)))?;
+        let addrs: Vec<String> = members
+            .iter()
+            .filter_map(|m| t.nodes.iter().find(|(id, _)| id == m).map(|(_, a)| a.clone()))
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Config(format!("group {group} has no known replicas")));
+        }
+        Ok(addrs)
+    }
+
+    fn cached_leader(&self, group: GroupId) -> Option<String> {
+        self.inner.leaders.lock().expect("leader cache lock").get(&group).cloned()
+    }
+
+    fn set_leader(&self, group: GroupId, addr: Option<String>) {
+        let mut leaders = self.inner.leaders.lock().expect("leader cache lock");
+        match addr {
+            Some(a) => leaders.insert(group, a),
+            None => leaders.remove(&group),
+        };
+    }
+}
+
+async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> {
+    let body = RequestBody::Client(ClientRequest::Topology);
+    let deadline = tokio::time::Instant::now() + config.request_timeout;
+    let mut last = Error::Timeout;
+    while tokio::time::Instant::now() < deadline {
+        for endpoint in &config.endpoints {
+            match pool.call(endpoint, GroupId(0), &body, config.attempt_timeout).await {
+                Ok(ResponseBody::Topology(t)) => return Ok(t),
+                Ok(other) => last = unexpected(other),
+                Err(e) => last = transport(e),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+fn transport(e: TransportError) -> Error {
+    match e {
+        TransportError::Timeout(_) | TransportError::Closed => Error::Timeout,
+        TransportError::Connect { source, .. } => Error::Io(source),
+        TransportError::BadResponse(w) => Error::Protocol(w),
+    }
+}
+
+fn unexpected(body: ResponseBody) -> Error {
+    match body {
+        ResponseBody::Error(e) => Error::Protocol(e),
+        other => Error::Protocol(WireError::Malformed(format!("unexpected response {other:?}"))),
+    }
+}

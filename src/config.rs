@@ -1,0 +1,188 @@
+//! Node configuration: a TOML file, each key overridable by a flag or an environment variable
+//! (the binary does the layering; this module validates the result).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{GroupId, NodeId};
+use crate::limits;
+
+/// A cluster member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The member's id.
+    pub id: NodeId,
+    /// Its address for peers and clients.
+    pub addr: String,
+}
+
+/// Everything one node needs to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must be one of `peers`.
+    pub id: NodeId,
+    /// Address to bind (e.g. `127.0.0.1:7001`).
+    pub listen: String,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// Every member of the cluster, this node included. All nodes must agree.
+    pub peers: Vec<Peer>,
+    /// Number of Raft groups; fixed when the cluster is created.
+    #[serde(default = "defaults::groups")]
+    pub groups: u32,
+    /// Replicas per group (3, or fewer on a smaller cluster).
+    #[serde(default = "defaults::replicas")]
+    pub replicas: u32,
+    /// Raft timings and thresholds.
+    #[serde(default)]
+    pub raft: RaftTuning,
+    /// Session defaults.
+    #[serde(default)]
+    pub sessions: SessionDefaults,
+}
+
+/// Raft timings. Heartbeats must exceed a round trip plus a follower's fsync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout upper bound.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every_logs: u64,
+    /// Log entries kept after a snapshot (for slow followers).
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_logs: 5000,
+            logs_kept_after_snapshot: 1000,
+        }
+    }
+}
+
+/// Cluster-wide session defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionDefaults {
+    /// Idle timeout for sessions created without one.
+    pub idle_timeout_ms: u64,
+    /// How often a leader advances the replicated clock and purges expired sessions. This is
+    /// the precision of expiry when nothing else is written.
+    pub expire_tick_ms: u64,
+}
+
+impl Default for SessionDefaults {
+    fn default() -> Self {
+        SessionDefaults { idle_timeout_ms: 30 * 60 * 1000, expire_tick_ms: 1000 }
+    }
+}
+
+mod defaults {
+    pub fn groups() -> u32 {
+        8
+    }
+    pub fn replicas() -> u32 {
+        3
+    }
+}
+
+impl NodeConfig {
+    /// Parses TOML.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the configuration is usable.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Config(m));
+        if self.groups == 0 || self.groups > limits::GROUPS_MAX {
+            return fail(format!("groups must be 1..={}", limits::GROUPS_MAX));
+        }
+        if self.replicas == 0 {
+            return fail("replicas must be positive".into());
+        }
+        let ids: std::collections::BTreeSet<_> = self.peers.iter().map(|p| p.id).collect();
+        if ids.len() != self.peers.len() {
+            return fail("peer ids must be unique".into());
+        }
+        if !ids.contains(&self.id) {
+            return fail(format!("node id {} is not among the peers", self.id));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms || r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return fail("need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+        }
+        if self.sessions.idle_timeout_ms == 0 || self.sessions.expire_tick_ms == 0 {
+            return fail("session timeouts must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Addresses by node id.
+    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
+        self.peers.iter().map(|p| (p.id, p.addr.clone())).collect()
+    }
+
+    /// The replicas of `group`: `replicas` consecutive nodes (in id order) starting at
+    /// `group mod nodes`, so groups' leaders and bootstrap duties spread over the nodes.
+    pub fn placement(&self, group: GroupId) -> Vec<NodeId> {
+        placement(&self.peers.iter().map(|p| p.id).collect::<Vec<_>>(), self.replicas, group)
+    }
+}
+
+/// Placement for a sorted-or-not list of node ids.
+pub fn placement(nodes: &[NodeId], replicas: u32, group: GroupId) -> Vec<NodeId> {
+    let mut ids = nodes.to_vec();
+    ids.sort_unstable();
+    let n = ids.len();
+    let count = (replicas as usize).min(n);
+    (0..count).map(|i| ids[(group.0 as usize + i) % n]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+id = 2
+listen = "127.0.0.1:7002"
+data_dir = "/tmp/x"
+peers = [{ id = 1, addr = "a:1" }, { id = 2, addr = "b:2" }, { id = 3, addr = "c:3" }]
+groups = 4
+[raft]
+heartbeat_ms = 50
+"#;
+
+    #[test]
+    fn parses_and_places() {
+        let c = NodeConfig::from_toml(SAMPLE).expect("valid");
+        assert_eq!(c.raft.heartbeat_ms, 50);
+        assert_eq!(c.raft.election_timeout_min_ms, 500);
+        assert_eq!(c.placement(GroupId(0)), vec![1, 2, 3]);
+        assert_eq!(c.placement(GroupId(1)), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn bad_configs_are_clear_errors() {
+        assert!(NodeConfig::from_toml("id = ").is_err());
+        assert!(NodeConfig::from_toml(&SAMPLE.replace("id = 2\n", "id = 9\n")).is_err());
+        assert!(NodeConfig::from_toml(&SAMPLE.replace("groups = 4", "groups = 0")).is_err());
+        assert!(NodeConfig::from_toml(&format!("{SAMPLE}\nbogus = 1")).is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! Every limit in one place (TigerBeetle's "put a limit on everything").
+//!
+//! Decoders check lengths against these before allocating; the state machine refuses commands
+//! that would exceed them with a typed error.
+
+/// The largest encoded session (attribute names + values + per-attribute overhead). Kept well
+/// below sled's ~128 KiB blob threshold: blobs are written without fsync (DESIGN §5).
+pub const SESSION_BYTES_MAX: usize = 64 * 1024;
+/// Per-attribute bookkeeping counted against [`SESSION_BYTES_MAX`].
+pub const ATTRIBUTE_OVERHEAD_BYTES: usize = 16;
+/// The most attributes one session may hold.
+pub const ATTRIBUTES_MAX: usize = 1024;
+/// The longest attribute name.
+pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 256;
+/// The largest frame on the wire: a snapshot chunk plus headroom.
+pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Snapshot chunks sent by openraft; must fit in a frame.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Requests one connection may have in flight on the server before it stops reading.
+pub const CONNECTION_REQUESTS_INFLIGHT_MAX: usize = 4096;
+/// Remembered `(client, seq)` results per group, for exactly-once retries.
+pub const DEDUP_ENTRIES_MAX: usize = 100_000;
+/// How long (in replicated time) a write's result is remembered for retries.
+pub const DEDUP_RETENTION_MS: u64 = 10 * 60 * 1000;
+/// How long a deleted or expired id is remembered so it cannot be created again.
+pub const TOMBSTONE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+/// The most tombstones per group; the oldest are forgotten first.
+pub const TOMBSTONES_MAX: usize = 1_000_000;
+/// The most groups a cluster may have.
+pub const GROUPS_MAX: u32 = 1024;
+/// The largest snapshot or backup image accepted from disk or the network.
+pub const SNAPSHOT_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 - 1;
+
+const _: () = assert!(FRAME_BYTES_MAX > SESSION_BYTES_MAX * 2);
+const _: () = assert!(FRAME_BYTES_MAX > SNAPSHOT_CHUNK_BYTES + 64 * 1024);

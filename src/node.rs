@@ -1,0 +1,355 @@
+//! A node: hosts the Raft groups placed on it, answers peers and clients on one listener, and
+//! keeps the replicated clock moving.
+//!
+//! - Writes are stamped with this node's clock and proposed through openraft; followers answer
+//!   `NotLeader` with a hint.
+//! - Reads are linearizable: all reads waiting on a group share one ReadIndex round
+//!   ([`ReadBatcher`]), then read the local state machine once it has applied that index.
+//! - A leader proposes an `Expire` entry when the replicated clock lags its own by a tick or a
+//!   session is due, so expiry needs no writes from clients.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::clock::SharedClock;
+use crate::command::{Command, Request};
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::id::{GroupId, NodeId};
+use crate::limits;
+use crate::raft::backend::BoxFuture;
+use crate::raft::network::NetworkFactory;
+use crate::raft::store::{Flusher, LogStore, MachineState, SharedBackend, StateMachineStore};
+use crate::raft::typ::Raft;
+use crate::transport::{self, Connector, Handler, Listener, Pool};
+use crate::wire::{
+    ClientRequest, GroupStatus, RaftRequest, ReadReply, RequestBody, ResponseBody, Topology, WireError,
+};
+
+/// What a node is started with.
+pub struct NodeOptions {
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// Where it stores data.
+    pub backend: SharedBackend,
+    /// Its clock (the system clock in production, simulated time in simulations).
+    pub clock: SharedClock,
+    /// How it reaches peers.
+    pub connector: Arc<dyn Connector>,
+    /// Where it accepts connections.
+    pub listener: Box<dyn Listener>,
+    /// Whether this node may initialize the groups it bootstraps. Only on a cluster's very
+    /// first start: a node that lost its disk must never re-initialize (it could vote twice).
+    pub bootstrap: bool,
+}
+
+/// A running node.
+pub struct Node {
+    inner: Arc<NodeInner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct NodeInner {
+    id: NodeId,
+    config: NodeConfig,
+    clock: SharedClock,
+    groups: BTreeMap<GroupId, Arc<GroupHandle>>,
+    topology: Topology,
+}
+
+struct GroupHandle {
+    raft: Raft,
+    machine: Arc<RwLock<MachineState>>,
+    reads: ReadBatcher,
+    /// An `Expire` proposal is in flight; don't stack another.
+    expiring: AtomicBool,
+}
+
+impl Node {
+    /// Opens every group placed on this node and starts serving.
+    pub async fn start(options: NodeOptions) -> Result<Node> {
+        let NodeOptions { config, backend, clock, connector, listener, bootstrap } = options;
+        config.validate()?;
+        let id = config.id;
+        let pool = Pool::new(connector);
+        let flusher = Flusher::spawn(backend.clone());
+        let raft_config = Arc::new(raft_config(&config)?);
+        let addresses = config.addresses();
+        let mut groups = BTreeMap::new();
+        let mut placement = Vec::new();
+        for g in 0..config.groups {
+            let group = GroupId(g);
+            let members = config.placement(group);
+            placement.push(members.clone());
+            if !members.contains(&id) {
+                continue;
+            }
+            let log = LogStore::open(group, backend.clone(), flusher.clone()).map_err(|e| Error::Raft(e.to_string()))?;
+            let sm = StateMachineStore::open(group, backend.clone()).map_err(|e| Error::Raft(e.to_string()))?;
+            let machine = sm.shared();
+            let network = NetworkFactory { pool: pool.clone(), group };
+            let raft = Raft::new(id, raft_config.clone(), network, log, sm)
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            if bootstrap && members[0] == id && !raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))? {
+                let nodes: BTreeMap<NodeId, BasicNode> =
+                    members.iter().map(|m| (*m, BasicNode { addr: addresses[m].clone() })).collect();
+                if let Err(e) = raft.initialize(nodes).await {
+                    warn!(%group, error = %e, "initialize failed");
+                }
+            }
+            let handle = GroupHandle { raft, machine, reads: ReadBatcher::default(), expiring: AtomicBool::new(false) };
+            groups.insert(group, Arc::new(handle));
+        }
+        let topology = Topology { groups: config.groups, nodes: addresses.into_iter().collect(), placement };
+        let inner = Arc::new(NodeInner { id, config, clock, groups, topology });
+        let server = tokio::spawn(transport::serve(listener, inner.clone() as Arc<dyn Handler>));
+        let ticker = tokio::spawn(expire_loop(inner.clone()));
+        info!(node = id, groups = inner.groups.len(), "node started");
+        Ok(Node { inner, tasks: vec![server, ticker] })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Status of every group on this node.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        self.inner.status()
+    }
+
+    /// The Raft instance of a group hosted here (for tests and tools).
+    pub fn raft(&self, group: GroupId) -> Option<Raft> {
+        self.inner.groups.get(&group).map(|g| g.raft.clone())
+    }
+
+    /// Stops serving and shuts every group down.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for g in self.inner.groups.values() {
+            let _ = g.raft.shutdown().await;
+        }
+    }
+}
+
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config> {
+    let r = &config.raft;
+    let c = openraft::Config {
+        cluster_name: "steadfast".into(),
+        heartbeat_interval: r.heartbeat_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: r.heartbeat_ms.max(200) * 10,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_logs),
+        max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
+        snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES as u64,
+        ..Default::default()
+    };
+    c.validate().map_err(|e| Error::Config(e.to_string()))
+}
+
+impl Handler for NodeInner {
+    fn handle(&self, group: GroupId, body: RequestBody) -> BoxFuture<'static, ResponseBody> {
+        let node_level = matches!(body, RequestBody::Client(ClientRequest::Status | ClientRequest::Topology));
+        if node_level {
+            let reply = match body {
+                RequestBody::Client(ClientRequest::Status) => ResponseBody::Status(self.status()),
+                _ => ResponseBody::Topology(self.topology.clone()),
+            };
+            return Box::pin(async move { reply });
+        }
+        let Some(handle) = self.groups.get(&group).cloned() else {
+            return Box::pin(async move { ResponseBody::Error(WireError::UnknownGroup(group.0)) });
+        };
+        let now_ms = self.clock.now_ms();
+        let default_idle_ms = self.config.sessions.idle_timeout_ms;
+        let addresses = self.topology.nodes.clone();
+        Box::pin(async move {
+            match body {
+                RequestBody::Raft(r) => handle_raft(&handle, r).await,
+                RequestBody::Client(ClientRequest::Write { origin, command }) => {
+                    let command = match normalize(command, default_idle_ms) {
+                        Ok(c) => c,
+                        Err(e) => return ResponseBody::Error(e),
+                    };
+                    let request = Request { now_ms, origin: Some(origin), command };
+                    write(&handle, request, &addresses).await
+                }
+                RequestBody::Client(ClientRequest::Read { id }) => read(&handle, id, &addresses).await,
+                RequestBody::Client(_) => ResponseBody::Error(WireError::Invalid("unexpected request".into())),
+            }
+        })
+    }
+}
+
+fn normalize(command: Command, default_idle_ms: u64) -> Result<Command, WireError> {
+    match command {
+        Command::Expire => Err(WireError::Invalid("expire is issued by leaders only".into())),
+        Command::Create { id, attributes, idle_timeout_ms: 0, lifetime_ms } => {
+            Ok(Command::Create { id, attributes, idle_timeout_ms: default_idle_ms, lifetime_ms })
+        }
+        other => Ok(other),
+    }
+}
+
+async fn handle_raft(handle: &GroupHandle, request: RaftRequest) -> ResponseBody {
+    match request {
+        RaftRequest::Append(r) => ResponseBody::Append(handle.raft.append_entries(r).await),
+        RaftRequest::Vote(r) => ResponseBody::Vote(handle.raft.vote(r).await),
+        RaftRequest::InstallSnapshot(r) => ResponseBody::InstallSnapshot(handle.raft.install_snapshot(r).await),
+    }
+}
+
+fn not_leader(leader: Option<NodeId>, addresses: &[(NodeId, String)]) -> WireError {
+    let leader = leader.and_then(|l| addresses.iter().find(|(id, _)| *id == l).cloned());
+    WireError::NotLeader { leader }
+}
+
+async fn write(handle: &GroupHandle, request: Request, addresses: &[(NodeId, String)]) -> ResponseBody {
+    match handle.raft.client_write(request).await {
+        Ok(r) => ResponseBody::Written(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            ResponseBody::Error(not_leader(f.leader_id, addresses))
+        }
+        Err(e) => ResponseBody::Error(WireError::Unavailable(e.to_string())),
+    }
+}
+
+async fn read(handle: &GroupHandle, id: crate::id::SessionId, addresses: &[(NodeId, String)]) -> ResponseBody {
+    let read_index = if cfg!(feature = "broken-stale-reads") {
+        // Deliberately wrong (simulation teeth only): serve whatever this replica has applied.
+        0
+    } else {
+        match handle.reads.linearize(&handle.raft).await {
+            Ok(index) => index,
+            Err(e) => return ResponseBody::Error(read_error(e, addresses)),
+        }
+    };
+    let m = handle.machine.read().expect("state lock");
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    ResponseBody::Read(ReadReply {
+        session: m.state.get(&id),
+        server_time_ms: m.state.clock_ms(),
+        read_index: read_index.max(applied),
+    })
+}
+
+fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>, addresses: &[(NodeId, String)]) -> WireError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(f.leader_id, addresses),
+        other => WireError::Unavailable(other.to_string()),
+    }
+}
+
+type ReadResult = Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
+
+/// Shares one ReadIndex round among every read that arrived before the round began.
+#[derive(Default)]
+struct ReadBatcher {
+    queue: Arc<Mutex<ReadQueue>>,
+}
+
+#[derive(Default)]
+struct ReadQueue {
+    running: bool,
+    waiters: Vec<oneshot::Sender<ReadResult>>,
+}
+
+impl ReadBatcher {
+    async fn linearize(&self, raft: &Raft) -> ReadResult {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut q = self.queue.lock().expect("read queue lock");
+            q.waiters.push(tx);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            tokio::spawn(read_rounds(self.queue.clone(), raft.clone()));
+        }
+        rx.await.unwrap_or_else(|_| Err(RaftError::Fatal(openraft::error::Fatal::Stopped)))
+    }
+}
+
+async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, raft: Raft) {
+    loop {
+        let waiters = {
+            let mut q = queue.lock().expect("read queue lock");
+            if q.waiters.is_empty() {
+                q.running = false;
+                return;
+            }
+            std::mem::take(&mut q.waiters)
+        };
+        // Every waiter taken here arrived before this round started, so its ReadIndex is valid.
+        let result = raft.ensure_linearizable().await.map(|l| l.map_or(0, |l| l.index));
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl NodeInner {
+    fn status(&self) -> Vec<GroupStatus> {
+        self.groups
+            .iter()
+            .map(|(group, h)| {
+                let m = h.raft.metrics().borrow().clone();
+                let machine = h.machine.read().expect("state lock");
+                GroupStatus {
+                    group: *group,
+                    node: self.id,
+                    role: format!("{:?}", m.state),
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    last_log_index: m.last_log_index,
+                    applied_index: machine.last_applied.map(|l| l.index),
+                    members: m.membership_config.membership().voter_ids().collect(),
+                    sessions: machine.state.len() as u64,
+                    digest: machine.state.digest(),
+                }
+            })
+            .collect()
+    }
+}
+
+async fn expire_loop(node: Arc<NodeInner>) {
+    let tick_ms = node.config.sessions.expire_tick_ms;
+    loop {
+        tokio::time::sleep(Duration::from_millis(tick_ms)).await;
+        for handle in node.groups.values() {
+            let leading = {
+                let m = handle.raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(node.id) && m.state.is_leader()
+            };
+            if !leading {
+                continue;
+            }
+            let now_ms = node.clock.now_ms();
+            let due = {
+                let m = handle.machine.read().expect("state lock");
+                let lagging = now_ms >= m.state.clock_ms().saturating_add(tick_ms);
+                lagging || m.state.next_expiry_ms().is_some_and(|t| t <= now_ms)
+            };
+            if due && !handle.expiring.swap(true, Ordering::AcqRel) {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let request = Request { now_ms, origin: None, command: Command::Expire };
+                    let _ = handle.raft.client_write(request).await;
+                    handle.expiring.store(false, Ordering::Release);
+                });
+            }
+        }
+    }
+}

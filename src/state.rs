@@ -1,0 +1,471 @@
+//! The session state machine: pure, deterministic, and the single source of truth for what a
+//! session is.
+//!
+//! **Architecture invariants:**
+//! - It never reads a clock or an RNG. Time is the replicated clock: the maximum of the leader
+//!   stamps of every applied request, so every replica computes the same expiry.
+//! - Every collection is ordered (`BTreeMap`, `BTreeSet`, `VecDeque` in apply order), so two
+//!   replicas that applied the same log hold byte-identical state (see [`SessionState::digest`]).
+//! - A session's version is the log index of the last command that changed its data; touches do
+//!   not change it, so a read that extends the idle timeout never breaks a compare-and-set.
+//! - Delete wins: a deleted or expired id is tombstoned and cannot be created again while the
+//!   tombstone is kept ([`crate::limits::TOMBSTONE_RETENTION_MS`]).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Attributes, Command, Origin, Outcome, Request, Response};
+use crate::id::SessionId;
+use crate::limits;
+
+/// One stored session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The application's attributes.
+    pub attributes: Attributes,
+    /// Replicated time of creation.
+    pub created_ms: u64,
+    /// Replicated time of the last access (create, update or touch).
+    pub accessed_ms: u64,
+    /// Max-inactive interval.
+    pub idle_timeout_ms: u64,
+    /// Absolute deadline, if the session has a maximum lifetime.
+    pub deadline_ms: Option<u64>,
+    /// Log index of the last change to this session's data.
+    pub version: u64,
+}
+
+impl Session {
+    /// The replicated time at which this session stops existing unless touched.
+    pub fn expires_at_ms(&self) -> u64 {
+        let idle = self.accessed_ms.saturating_add(self.idle_timeout_ms);
+        self.deadline_ms.map_or(idle, |d| d.min(idle))
+    }
+
+    /// The bytes this session counts against [`limits::SESSION_BYTES_MAX`].
+    pub fn encoded_bytes(attributes: &Attributes) -> usize {
+        attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + limits::ATTRIBUTE_OVERHEAD_BYTES)
+            .sum()
+    }
+}
+
+/// The whole replicated state of one group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// The replicated clock: the largest leader stamp applied so far.
+    clock_ms: u64,
+    /// Live sessions (some may be past their deadline until the next access or purge).
+    sessions: BTreeMap<SessionId, Session>,
+    /// `(expires_at_ms, id)` for every live session, to purge in deadline order.
+    expiry: BTreeSet<(u64, SessionId)>,
+    /// Ids that died at the given time and must not be created again.
+    tombstones: BTreeMap<SessionId, u64>,
+    /// `(died_at_ms, id)`, to forget the oldest tombstones first.
+    tombstone_order: BTreeSet<(u64, SessionId)>,
+    /// Results of recent writes, returned again when a client retries.
+    dedup: BTreeMap<Origin, Response>,
+    /// Dedup keys in apply order with their apply time, for bounded retention.
+    dedup_order: VecDeque<(u64, Origin)>,
+}
+
+/// What a read returns: a consistent view of one session at one point of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session's id.
+    pub id: SessionId,
+    /// Its attributes.
+    pub attributes: Attributes,
+    /// Its version.
+    pub version: u64,
+    /// Replicated time of creation.
+    pub created_ms: u64,
+    /// Replicated time of the last access.
+    pub accessed_ms: u64,
+    /// Max-inactive interval.
+    pub idle_timeout_ms: u64,
+    /// Absolute deadline, if any.
+    pub deadline_ms: Option<u64>,
+    /// When it expires unless touched.
+    pub expires_at_ms: u64,
+    /// The replicated clock at the read.
+    pub server_time_ms: u64,
+}
+
+/// The serialized form of [`SessionState`], used in snapshots and backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateImage {
+    /// The replicated clock.
+    pub clock_ms: u64,
+    /// Live sessions in id order.
+    pub sessions: Vec<(SessionId, Session)>,
+    /// Tombstones in id order.
+    pub tombstones: Vec<(SessionId, u64)>,
+    /// Dedup entries in apply order.
+    pub dedup: Vec<(u64, Origin, Response)>,
+}
+
+impl SessionState {
+    /// The replicated clock.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// The number of stored sessions (including ones past their deadline not yet purged).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is stored.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// The earliest deadline of any stored session.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Reads a session as of the replicated clock; an expired session is never returned.
+    pub fn get(&self, id: &SessionId) -> Option<SessionView> {
+        let s = self.sessions.get(id)?;
+        let expires_at_ms = s.expires_at_ms();
+        if expires_at_ms <= self.clock_ms {
+            return None;
+        }
+        Some(SessionView {
+            id: *id,
+            attributes: s.attributes.clone(),
+            version: s.version,
+            created_ms: s.created_ms,
+            accessed_ms: s.accessed_ms,
+            idle_timeout_ms: s.idle_timeout_ms,
+            deadline_ms: s.deadline_ms,
+            expires_at_ms,
+            server_time_ms: self.clock_ms,
+        })
+    }
+
+    /// Applies one committed request at log index `index`.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        self.clock_ms = self.clock_ms.max(request.now_ms);
+        if let Some(origin) = request.origin {
+            if let Some(previous) = self.dedup.get(&origin) {
+                return previous.clone();
+            }
+        }
+        if let Some(id) = request.command.session() {
+            self.expire_if_due(&id);
+        }
+        let outcome = self.execute(index, &request.command);
+        let response = Response { server_time_ms: self.clock_ms, outcome };
+        if let Some(origin) = request.origin {
+            self.remember(origin, response.clone());
+        }
+        self.trim_dedup();
+        response
+    }
+
+    fn execute(&mut self, index: u64, command: &Command) -> Outcome {
+        match command {
+            Command::Create { id, attributes, idle_timeout_ms, lifetime_ms } => {
+                self.create(index, *id, attributes, *idle_timeout_ms, *lifetime_ms)
+            }
+            Command::Update { id, set, remove, expected_version, idle_timeout_ms } => {
+                let Some(session) = self.sessions.get(id) else { return Outcome::NotFound };
+                if let Some(expected) = expected_version {
+                    if *expected != session.version {
+                        return Outcome::Conflict { current_version: session.version };
+                    }
+                }
+                let mut attributes = session.attributes.clone();
+                for name in remove {
+                    attributes.remove(name);
+                }
+                for (name, value) in set {
+                    attributes.insert(name.clone(), value.clone());
+                }
+                if let Some(rejection) = validate(&attributes, idle_timeout_ms.unwrap_or(1)) {
+                    return rejection;
+                }
+                let now = self.clock_ms;
+                self.modify(id, |s| {
+                    s.attributes = attributes;
+                    s.accessed_ms = now;
+                    s.version = index;
+                    if let Some(t) = idle_timeout_ms {
+                        s.idle_timeout_ms = *t;
+                    }
+                });
+                Outcome::Ok { version: index }
+            }
+            Command::Touch { id } => {
+                let now = self.clock_ms;
+                match self.modify(id, |s| s.accessed_ms = now) {
+                    Some(version) => Outcome::Ok { version },
+                    None => Outcome::NotFound,
+                }
+            }
+            Command::Delete { id, expected_version } => {
+                let Some(session) = self.sessions.get(id) else { return Outcome::NotFound };
+                if let Some(expected) = expected_version {
+                    if *expected != session.version {
+                        return Outcome::Conflict { current_version: session.version };
+                    }
+                }
+                self.kill(id);
+                Outcome::Ok { version: index }
+            }
+            Command::Expire => Outcome::Purged { sessions: self.purge_expired() },
+        }
+    }
+
+    fn create(
+        &mut self,
+        index: u64,
+        id: SessionId,
+        attributes: &Attributes,
+        idle_timeout_ms: u64,
+        lifetime_ms: Option<u64>,
+    ) -> Outcome {
+        if self.sessions.contains_key(&id) || self.tombstones.contains_key(&id) {
+            return Outcome::Exists;
+        }
+        if let Some(rejection) = validate(attributes, idle_timeout_ms) {
+            return rejection;
+        }
+        let now = self.clock_ms;
+        let session = Session {
+            attributes: attributes.clone(),
+            created_ms: now,
+            accessed_ms: now,
+            idle_timeout_ms,
+            deadline_ms: lifetime_ms.map(|l| now.saturating_add(l)),
+            version: index,
+        };
+        self.expiry.insert((session.expires_at_ms(), id));
+        self.sessions.insert(id, session);
+        Outcome::Ok { version: index }
+    }
+
+    /// Changes a live session and keeps the expiry index in step; returns its version.
+    fn modify(&mut self, id: &SessionId, change: impl FnOnce(&mut Session)) -> Option<u64> {
+        let session = self.sessions.get_mut(id)?;
+        let removed = self.expiry.remove(&(session.expires_at_ms(), *id));
+        debug_assert!(removed, "every live session is in the expiry index");
+        change(session);
+        self.expiry.insert((session.expires_at_ms(), *id));
+        Some(session.version)
+    }
+
+    /// Removes a live session and tombstones its id.
+    fn kill(&mut self, id: &SessionId) {
+        if let Some(session) = self.sessions.remove(id) {
+            let removed = self.expiry.remove(&(session.expires_at_ms(), *id));
+            debug_assert!(removed, "every live session is in the expiry index");
+            self.tombstones.insert(*id, self.clock_ms);
+            self.tombstone_order.insert((self.clock_ms, *id));
+        }
+    }
+
+    fn expire_if_due(&mut self, id: &SessionId) {
+        let due = self.sessions.get(id).is_some_and(|s| s.expires_at_ms() <= self.clock_ms);
+        if due {
+            self.kill(id);
+        }
+    }
+
+    fn purge_expired(&mut self) -> u64 {
+        let mut purged = 0;
+        while let Some(&(at, id)) = self.expiry.first() {
+            if at > self.clock_ms {
+                break;
+            }
+            self.kill(&id);
+            purged += 1;
+        }
+        let horizon = self.clock_ms.saturating_sub(limits::TOMBSTONE_RETENTION_MS);
+        while let Some(&(died, id)) = self.tombstone_order.first() {
+            if died > horizon && self.tombstone_order.len() <= limits::TOMBSTONES_MAX {
+                break;
+            }
+            self.tombstone_order.pop_first();
+            self.tombstones.remove(&id);
+        }
+        purged
+    }
+
+    fn remember(&mut self, origin: Origin, response: Response) {
+        self.dedup.insert(origin, response);
+        self.dedup_order.push_back((self.clock_ms, origin));
+    }
+
+    fn trim_dedup(&mut self) {
+        let horizon = self.clock_ms.saturating_sub(limits::DEDUP_RETENTION_MS);
+        while let Some(&(at, origin)) = self.dedup_order.front() {
+            if at > horizon && self.dedup_order.len() <= limits::DEDUP_ENTRIES_MAX {
+                break;
+            }
+            self.dedup_order.pop_front();
+            self.dedup.remove(&origin);
+        }
+    }
+
+    /// The serializable image of this state.
+    pub fn to_image(&self) -> StateImage {
+        StateImage {
+            clock_ms: self.clock_ms,
+            sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            tombstones: self.tombstones.iter().map(|(k, v)| (*k, *v)).collect(),
+            dedup: self
+                .dedup_order
+                .iter()
+                .filter_map(|(at, o)| self.dedup.get(o).map(|r| (*at, *o, r.clone())))
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a state (and its indexes) from an image.
+    pub fn from_image(image: StateImage) -> Self {
+        let mut state = SessionState { clock_ms: image.clock_ms, ..Default::default() };
+        for (id, session) in image.sessions {
+            state.expiry.insert((session.expires_at_ms(), id));
+            state.sessions.insert(id, session);
+        }
+        for (id, died) in image.tombstones {
+            state.tombstones.insert(id, died);
+            state.tombstone_order.insert((died, id));
+        }
+        for (at, origin, response) in image.dedup {
+            state.dedup.insert(origin, response);
+            state.dedup_order.push_back((at, origin));
+        }
+        state
+    }
+
+    /// A digest of the whole state; replicas at the same applied index must agree on it.
+    pub fn digest(&self) -> u64 {
+        let bytes = postcard::to_allocvec(&self.to_image()).expect("state images always encode");
+        crate::id::fnv1a64(&bytes)
+    }
+}
+
+/// Checks a would-be session against the limits; `Some(outcome)` is the rejection.
+fn validate(attributes: &Attributes, idle_timeout_ms: u64) -> Option<Outcome> {
+    if attributes.len() > limits::ATTRIBUTES_MAX {
+        let reason = format!("{} attributes, limit {}", attributes.len(), limits::ATTRIBUTES_MAX);
+        return Some(Outcome::Invalid { reason });
+    }
+    if let Some(name) = attributes.keys().find(|k| k.len() > limits::ATTRIBUTE_NAME_BYTES_MAX) {
+        let reason = format!("attribute name of {} bytes, limit {}", name.len(), limits::ATTRIBUTE_NAME_BYTES_MAX);
+        return Some(Outcome::Invalid { reason });
+    }
+    if idle_timeout_ms == 0 {
+        return Some(Outcome::Invalid { reason: "idle timeout must be positive".into() });
+    }
+    let bytes = Session::encoded_bytes(attributes);
+    if bytes > limits::SESSION_BYTES_MAX {
+        let limit = limits::SESSION_BYTES_MAX as u64;
+        return Some(Outcome::TooLarge { bytes: bytes as u64, limit });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ClientId;
+
+    fn id(n: u8) -> SessionId {
+        SessionId::from_bytes([n; 16])
+    }
+
+    fn req(now_ms: u64, command: Command) -> Request {
+        Request { now_ms, origin: None, command }
+    }
+
+    fn create(n: u8, idle: u64) -> Command {
+        let attributes = Attributes::from([("user".to_string(), b"ann".to_vec())]);
+        Command::Create { id: id(n), attributes, idle_timeout_ms: idle, lifetime_ms: None }
+    }
+
+    fn set(n: u8, k: &str, v: &[u8], expected_version: Option<u64>) -> Command {
+        Command::Update {
+            id: id(n),
+            set: Attributes::from([(k.to_string(), v.to_vec())]),
+            remove: BTreeSet::new(),
+            expected_version,
+            idle_timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn versions_rise_with_writes_and_cas_conflicts_report_current() {
+        let mut s = SessionState::default();
+        assert_eq!(s.apply(1, &req(10, create(1, 1000))).outcome, Outcome::Ok { version: 1 });
+        assert_eq!(s.apply(2, &req(11, create(1, 1000))).outcome, Outcome::Exists);
+        let ok = s.apply(3, &req(12, set(1, "cart", b"a", Some(1))));
+        assert_eq!(ok.outcome, Outcome::Ok { version: 3 });
+        let stale = s.apply(4, &req(13, set(1, "cart", b"b", Some(1))));
+        assert_eq!(stale.outcome, Outcome::Conflict { current_version: 3 });
+        let view = s.get(&id(1)).expect("live");
+        assert_eq!(view.version, 3);
+        assert_eq!(view.attributes["cart"], b"a");
+        assert_eq!(view.attributes["user"], b"ann");
+    }
+
+    #[test]
+    fn expiry_follows_replicated_time_and_touch_extends_it() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1_000, create(1, 100)));
+        s.apply(2, &req(1_090, Command::Touch { id: id(1) }));
+        s.apply(3, &req(1_150, Command::Expire));
+        assert!(s.get(&id(1)).is_some(), "touched at 1090, expires at 1190");
+        s.apply(4, &req(1_190, Command::Expire));
+        assert_eq!(s.get(&id(1)), None);
+        assert_eq!(s.apply(5, &req(1_200, Command::Touch { id: id(1) })).outcome, Outcome::NotFound);
+        assert_eq!(s.apply(6, &req(1_200, create(1, 100))).outcome, Outcome::Exists, "delete wins");
+    }
+
+    #[test]
+    fn a_stale_leader_stamp_never_moves_the_clock_back() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(5_000, create(1, 100)));
+        let r = s.apply(2, &req(10, Command::Touch { id: id(1) }));
+        assert_eq!(r.server_time_ms, 5_000);
+    }
+
+    #[test]
+    fn retried_writes_apply_once() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, create(1, 1000)));
+        let origin = Some(Origin { client: ClientId(7), seq: 1 });
+        let first = s.apply(2, &Request { origin, ..req(2, set(1, "n", b"1", Some(1))) });
+        let retry = s.apply(3, &Request { origin, ..req(3, set(1, "n", b"1", Some(1))) });
+        assert_eq!(first, retry, "the retry gets the first result, not a conflict");
+        assert_eq!(s.get(&id(1)).expect("live").version, 2);
+    }
+
+    #[test]
+    fn oversized_sessions_are_refused_without_change() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, create(1, 1000)));
+        let big = vec![0u8; limits::SESSION_BYTES_MAX];
+        let r = s.apply(2, &req(2, set(1, "blob", &big, None)));
+        assert!(matches!(r.outcome, Outcome::TooLarge { .. }), "{r:?}");
+        assert_eq!(s.get(&id(1)).expect("live").version, 1);
+    }
+
+    #[test]
+    fn images_round_trip_with_indexes() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, create(1, 50)));
+        s.apply(2, &req(2, create(2, 5000)));
+        s.apply(3, &Request { origin: Some(Origin { client: ClientId(1), seq: 9 }), ..req(3, Command::Delete { id: id(2), expected_version: None }) });
+        let back = SessionState::from_image(s.to_image());
+        assert_eq!(back, s);
+        assert_eq!(back.digest(), s.digest());
+    }
+}

@@ -1,0 +1,313 @@
+//! Framed, multiplexed connections, generic over the byte stream.
+//!
+//! [`Pool`] keeps one connection per remote address and matches responses to requests by id, so
+//! every group's Raft traffic and every client call to that node share one socket. [`serve`]
+//! accepts connections and answers each request in its own task, so a slow group does not block
+//! the others.
+//!
+//! **Every call has a deadline.** A missed deadline tears the connection down: a stream that lost
+//! a segment (simulated networks never retransmit) would otherwise be wedged forever, and the
+//! next call reconnects. The stream types are behind [`Connector`] and [`Listener`] so the same
+//! code runs over tokio TCP and over a simulated network.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tracing::{debug, warn};
+
+use crate::id::GroupId;
+use crate::limits;
+use crate::raft::backend::BoxFuture;
+use crate::wire::{self, Kind, RequestBody, ResponseBody, WireError};
+
+/// A bidirectional byte stream.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A boxed stream.
+pub type BoxStream = Box<dyn Stream>;
+
+/// Opens streams to addresses.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects to `addr`.
+    fn connect(&self, addr: &str) -> BoxFuture<'_, io::Result<BoxStream>>;
+}
+
+/// Accepts streams.
+pub trait Listener: Send + 'static {
+    /// Waits for the next connection.
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxStream>>;
+}
+
+/// tokio TCP.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, addr: &str) -> BoxFuture<'_, io::Result<BoxStream>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let (s, _) = tokio::net::TcpListener::accept(self).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(limits::FRAME_BYTES_MAX).new_codec()
+}
+
+/// Why a call did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Could not connect.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// No answer before the deadline; the request may or may not have been processed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed before the answer; the request may or may not have been processed.
+    #[error("connection closed")]
+    Closed,
+    /// The answer did not decode.
+    #[error("bad response: {0}")]
+    BadResponse(WireError),
+}
+
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Bytes>>>>;
+
+struct Conn {
+    /// Frames to write.
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// Callers waiting for responses, by request id.
+    pending: Pending,
+    /// Set by the reader when the stream ends, so the pool reconnects.
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Reader and writer tasks, aborted when the connection is torn down.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One connection per remote address, shared by every caller.
+#[derive(Clone)]
+pub struct Pool {
+    connector: Arc<dyn Connector>,
+    conns: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Pool {
+    /// A pool connecting through `connector`.
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Pool { connector, conns: Arc::default(), next_id: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// Sends `body` to `addr` for `group` and waits up to `timeout` for the answer.
+    pub async fn call(
+        &self,
+        addr: &str,
+        group: GroupId,
+        body: &RequestBody,
+        timeout: Duration,
+    ) -> Result<ResponseBody, TransportError> {
+        let work = async {
+            let conn = self.connection(addr).await?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            conn.pending.lock().expect("pending lock").insert(id, tx);
+            let frame = wire::encode(Kind::Request, id, group, body);
+            if conn.tx.send(frame).is_err() {
+                return Err(TransportError::Closed);
+            }
+            let reply = rx.await.map_err(|_| TransportError::Closed)?;
+            wire::decode_body::<ResponseBody>(&reply).map_err(TransportError::BadResponse)
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Err(TransportError::Closed)) => {
+                self.forget(addr).await;
+                Err(TransportError::Closed)
+            }
+            Ok(r) => r,
+            Err(_) => {
+                debug!(addr, "call timed out; dropping the connection");
+                self.forget(addr).await;
+                Err(TransportError::Timeout(timeout))
+            }
+        }
+    }
+
+    fn slot(&self, addr: &str) -> Arc<tokio::sync::Mutex<Option<Arc<Conn>>>> {
+        self.conns.lock().expect("pool lock").entry(addr.to_string()).or_default().clone()
+    }
+
+    async fn forget(&self, addr: &str) {
+        *self.slot(addr).lock().await = None;
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
+        let slot = self.slot(addr);
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if !c.tx.is_closed() && !c.closed.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+        }
+        let stream = self
+            .connector
+            .connect(addr)
+            .await
+            .map_err(|source| TransportError::Connect { addr: addr.to_string(), source })?;
+        let conn = Arc::new(open(stream));
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+fn open(stream: BoxStream) -> Conn {
+    let (read, write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let pending: Pending = Arc::default();
+    let writer = tokio::spawn(write_frames(write, rx));
+    let waiting = pending.clone();
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader_closed = closed.clone();
+    let reader = tokio::spawn(async move {
+        let mut frames = FramedRead::new(read, codec());
+        while let Some(Ok(frame)) = frames.next().await {
+            let frame = frame.freeze();
+            let Ok(header) = wire::decode_header(&frame) else { break };
+            if header.kind != Kind::Response {
+                break;
+            }
+            if let Some(tx) = waiting.lock().expect("pending lock").remove(&header.request_id) {
+                let _ = tx.send(frame);
+            }
+        }
+        reader_closed.store(true, Ordering::Release);
+        // Dropping every waiter's sender tells them the connection is gone.
+        waiting.lock().expect("pending lock").clear();
+    });
+    Conn { tx, pending, closed, tasks: vec![writer.abort_handle(), reader.abort_handle()] }
+}
+
+/// Writes queued frames, flushing once per burst so many frames share one syscall.
+async fn write_frames(write: tokio::io::WriteHalf<BoxStream>, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let mut sink = FramedWrite::new(write, codec());
+    while let Some(frame) = rx.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(more).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request for `group`.
+    fn handle(&self, group: GroupId, body: RequestBody) -> BoxFuture<'static, ResponseBody>;
+}
+
+/// Accepts connections forever, answering each request with `handler`.
+pub async fn serve(mut listener: Box<dyn Listener>, handler: Arc<dyn Handler>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                tokio::spawn(serve_connection(stream, handler.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: BoxStream, handler: Arc<dyn Handler>) {
+    let (read, write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let writer = tokio::spawn(write_frames(write, rx));
+    let inflight = Arc::new(Semaphore::new(limits::CONNECTION_REQUESTS_INFLIGHT_MAX));
+    let mut frames = FramedRead::new(read, codec());
+    while let Some(next) = frames.next().await {
+        let frame = match next {
+            Ok(f) => f.freeze(),
+            Err(e) => {
+                debug!(error = %e, "closing connection on a framing error");
+                break;
+            }
+        };
+        let header = match wire::decode_header(&frame) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = tx.send(wire::encode(Kind::Response, 0, GroupId(0), &ResponseBody::Error(e)));
+                continue;
+            }
+        };
+        let reply = |body: ResponseBody| wire::encode(Kind::Response, header.request_id, header.group, &body);
+        if header.version != wire::PROTOCOL_VERSION {
+            let e = WireError::ProtocolVersion { got: header.version, supported: wire::PROTOCOL_VERSION };
+            let _ = tx.send(reply(ResponseBody::Error(e)));
+            continue;
+        }
+        if header.kind != Kind::Request {
+            let e = WireError::Malformed("expected a request".into());
+            let _ = tx.send(reply(ResponseBody::Error(e)));
+            continue;
+        }
+        let body = match wire::decode_body::<RequestBody>(&frame) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.send(reply(ResponseBody::Error(e)));
+                continue;
+            }
+        };
+        let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+        let handler = handler.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let response = handler.handle(header.group, body).await;
+            let _ = tx.send(wire::encode(Kind::Response, header.request_id, header.group, &response));
+            drop(permit);
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
