@@ -1,0 +1,438 @@
+//! The `steadfast` command: run a node, start a local cluster, administer it, load-test it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use steadfast::client::{ClientConfig, CreateOptions, Update};
+use steadfast::command::Attributes;
+use steadfast::config::{NodeConfig, Peer};
+use steadfast::node::{Node, NodeOptions};
+use steadfast::raft::backend::SledBackend;
+use steadfast::transport::TcpConnector;
+use steadfast::{Client, SessionId};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "steadfast", version, about = "A strongly consistent, Raft-replicated web-session store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Start a local 3-node cluster on loopback (data kept under --data-dir across restarts).
+    Up(UpArgs),
+    /// Talk to a running cluster.
+    Ctl(CtlArgs),
+    /// Closed-loop load generator: throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+}
+
+/// Every key of the TOML file can also be given as a flag or an environment variable
+/// (flag > environment > file > built-in default).
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "STEADFAST_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (must appear in peers).
+    #[arg(long, env = "STEADFAST_ID")]
+    id: Option<u64>,
+    /// Address to listen on for peers and clients.
+    #[arg(long, env = "STEADFAST_LISTEN")]
+    listen: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "STEADFAST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Every member as id=addr, comma separated (e.g. 1=127.0.0.1:7001,2=127.0.0.1:7002).
+    #[arg(long, env = "STEADFAST_PEERS", value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Number of Raft groups (fixed at cluster creation).
+    #[arg(long, env = "STEADFAST_GROUPS")]
+    groups: Option<u32>,
+    /// Replicas per group.
+    #[arg(long, env = "STEADFAST_REPLICAS")]
+    replicas: Option<u32>,
+    /// Raft heartbeat interval.
+    #[arg(long, env = "STEADFAST_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Raft election timeout, lower bound.
+    #[arg(long, env = "STEADFAST_ELECTION_TIMEOUT_MIN_MS")]
+    election_timeout_min_ms: Option<u64>,
+    /// Raft election timeout, upper bound.
+    #[arg(long, env = "STEADFAST_ELECTION_TIMEOUT_MAX_MS")]
+    election_timeout_max_ms: Option<u64>,
+    /// Snapshot after this many log entries.
+    #[arg(long, env = "STEADFAST_SNAPSHOT_EVERY_LOGS")]
+    snapshot_every_logs: Option<u64>,
+    /// Default session idle timeout.
+    #[arg(long, env = "STEADFAST_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// How often leaders advance the replicated clock (expiry precision).
+    #[arg(long, env = "STEADFAST_EXPIRE_TICK_MS")]
+    expire_tick_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// Where the three nodes keep their data.
+    #[arg(long, default_value = "./steadfast-data")]
+    data_dir: PathBuf,
+    /// Port of node 1; nodes 2 and 3 use the next two.
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+    /// Number of Raft groups.
+    #[arg(long, default_value_t = 8)]
+    groups: u32,
+}
+
+#[derive(Args, Debug)]
+struct CtlArgs {
+    /// Cluster endpoints, comma separated.
+    #[arg(long, env = "STEADFAST_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
+    endpoints: Vec<String>,
+    /// Overall deadline per command, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: CtlCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCmd {
+    /// Per group and node: role, leader, term, log and applied index, members.
+    Status,
+    /// Session operations.
+    #[command(subcommand)]
+    Session(SessionCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionCmd {
+    /// Create a session; prints its id and version.
+    Create {
+        /// Attributes as name=value.
+        attrs: Vec<String>,
+        /// Use this id instead of a random one.
+        #[arg(long)]
+        id: Option<SessionId>,
+        /// Idle timeout in milliseconds (cluster default if absent).
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
+        /// Absolute lifetime in milliseconds.
+        #[arg(long)]
+        lifetime_ms: Option<u64>,
+    },
+    /// Print a session as JSON.
+    Get {
+        /// The session id.
+        id: SessionId,
+    },
+    /// Set (name=value) and remove (--remove name) attributes.
+    Put {
+        /// The session id.
+        id: SessionId,
+        /// Attributes as name=value.
+        attrs: Vec<String>,
+        /// Attributes to remove.
+        #[arg(long)]
+        remove: Vec<String>,
+        /// Only if the session is at this version (compare-and-set).
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// Extend a session's idle deadline.
+    Touch {
+        /// The session id.
+        id: SessionId,
+    },
+    /// Delete a session.
+    Delete {
+        /// The session id.
+        id: SessionId,
+        /// Only if the session is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::Serve(args) => serve(args).await,
+            Cmd::Up(args) => up(args).await,
+            Cmd::Ctl(args) => ctl(args).await,
+            Cmd::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
+    let mut table: toml::Table = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            text.parse().with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let mut set = |key: &str, value: toml::Value| {
+        table.insert(key.to_string(), value);
+    };
+    if let Some(v) = args.id {
+        set("id", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.listen {
+        set("listen", toml::Value::String(v));
+    }
+    if let Some(v) = &args.data_dir {
+        set("data_dir", toml::Value::String(v.display().to_string()));
+    }
+    if let Some(v) = args.peers {
+        let peers = parse_peers(&v)?;
+        set("peers", toml::Value::try_from(peers)?);
+    }
+    if let Some(v) = args.groups {
+        set("groups", toml::Value::Integer(v.into()));
+    }
+    if let Some(v) = args.replicas {
+        set("replicas", toml::Value::Integer(v.into()));
+    }
+    let sub = |table: &mut toml::Table, section: &str, key: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(key.to_string(), toml::Value::Integer(v as i64));
+            }
+        }
+    };
+    sub(&mut table, "raft", "heartbeat_ms", args.heartbeat_ms);
+    sub(&mut table, "raft", "election_timeout_min_ms", args.election_timeout_min_ms);
+    sub(&mut table, "raft", "election_timeout_max_ms", args.election_timeout_max_ms);
+    sub(&mut table, "raft", "snapshot_every_logs", args.snapshot_every_logs);
+    sub(&mut table, "sessions", "idle_timeout_ms", args.idle_timeout_ms);
+    sub(&mut table, "sessions", "expire_tick_ms", args.expire_tick_ms);
+    Ok(NodeConfig::from_toml(&toml::to_string(&table)?)?)
+}
+
+fn parse_peers(items: &[String]) -> anyhow::Result<Vec<Peer>> {
+    items
+        .iter()
+        .map(|item| {
+            let (id, addr) = item.split_once('=').with_context(|| format!("peer {item:?} is not id=addr"))?;
+            Ok(Peer { id: id.trim().parse().with_context(|| format!("peer id {id:?}"))?, addr: addr.trim().to_string() })
+        })
+        .collect()
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(args)?;
+    let fresh = !config.data_dir.join("sled").exists();
+    let backend = SledBackend::open(&config.data_dir)
+        .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(id = config.id, listen = %config.listen, fresh, "starting node");
+    let node = Node::start(NodeOptions {
+        config,
+        backend: Arc::new(backend),
+        clock: Arc::new(steadfast::clock::SystemClock),
+        connector: Arc::new(TcpConnector),
+        listener: Box::new(listener),
+        bootstrap: fresh,
+    })
+    .await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let dir = std::fs::canonicalize(&args.data_dir)?;
+    let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
+    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let node_dir = dir.join(format!("node{}", i + 1));
+        std::fs::create_dir_all(&node_dir)?;
+        let log = std::fs::File::create(node_dir.join("node.log"))?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("serve")
+            .args(["--id", &(i + 1).to_string(), "--listen", addr])
+            .arg("--data-dir")
+            .arg(&node_dir)
+            .args(["--peers", &peers.join(","), "--groups", &args.groups.to_string()])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a node")?;
+        children.push(child);
+    }
+    let client = wait_ready(&addrs).await?;
+    println!("steadfast: local 3-node cluster is up ({} groups), data under {}", args.groups, dir.display());
+    println!("endpoints: {}", addrs.join(","));
+    let (id, w) = client.create(Attributes::from([("demo".into(), b"hello".to_vec())]), CreateOptions::default()).await?;
+    println!("demo session created: {id} (version {})", w.version);
+    println!("try, in another terminal:");
+    println!("  steadfast ctl status");
+    println!("  steadfast ctl session create user=ann cart=book");
+    println!("  steadfast ctl session get {id}");
+    println!("  steadfast ctl session put {id} cart=book,pen --if-version {}", w.version);
+    println!("  steadfast bench --clients 64 --duration-secs 10");
+    println!("node logs: {}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)", dir.display());
+    let mut exits = Vec::new();
+    for c in children.iter_mut() {
+        exits.push(c.wait());
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        r = futures_util::future::select_all(exits.into_iter().map(Box::pin)) => {
+            bail!("a node exited: {:?}; see its node.log", r.0);
+        }
+    }
+    for c in children.iter_mut() {
+        let _ = c.start_kill();
+    }
+    Ok(())
+}
+
+async fn wait_ready(addrs: &[String]) -> anyhow::Result<Client> {
+    let client = Client::connect(ClientConfig::new(addrs.to_vec())).await.context("connecting to the local cluster")?;
+    for _ in 0..200 {
+        let statuses = client.status().await;
+        let led: BTreeSet<u32> = statuses
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok())
+            .flatten()
+            .filter(|g| g.role == "Leader")
+            .map(|g| g.group.0)
+            .collect();
+        if led.len() as u32 == client.topology().groups {
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the cluster did not elect leaders for every group within 20 s")
+}
+
+fn parse_attrs(items: &[String]) -> anyhow::Result<Attributes> {
+    items
+        .iter()
+        .map(|a| {
+            let (k, v) = a.split_once('=').with_context(|| format!("attribute {a:?} is not name=value"))?;
+            Ok((k.to_string(), v.as_bytes().to_vec()))
+        })
+        .collect()
+}
+
+async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new(args.endpoints);
+    config.request_timeout = Duration::from_millis(args.timeout_ms);
+    let client = Client::connect(config).await.context("connecting")?;
+    match args.command {
+        CtlCmd::Status => {
+            println!("{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} members", "group", "node", "role", "leader", "term", "last_log", "applied", "sessions");
+            for (addr, result) in client.status().await {
+                match result {
+                    Ok(groups) => {
+                        for g in groups {
+                            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                            println!(
+                                "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} {:?}",
+                                g.group.to_string(), g.node, g.role, opt(g.leader), g.term, opt(g.last_log_index), opt(g.applied_index), g.sessions, g.members
+                            );
+                        }
+                    }
+                    Err(e) => println!("{addr}: unreachable ({e})"),
+                }
+            }
+        }
+        CtlCmd::Session(cmd) => session_cmd(&client, cmd).await?,
+    }
+    Ok(())
+}
+
+async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
+    match cmd {
+        SessionCmd::Create { attrs, id, idle_timeout_ms, lifetime_ms } => {
+            let options = CreateOptions {
+                idle_timeout: idle_timeout_ms.map(Duration::from_millis),
+                lifetime: lifetime_ms.map(Duration::from_millis),
+            };
+            let attrs = parse_attrs(&attrs)?;
+            let (id, w) = match id {
+                Some(id) => (id, client.create_with_id(id, attrs, options).await?),
+                None => client.create(attrs, options).await?,
+            };
+            println!("{id} version={}", w.version);
+        }
+        SessionCmd::Get { id } => match client.get(id).await? {
+            Some(s) => {
+                let attrs: serde_json::Map<String, serde_json::Value> = s
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(String::from_utf8_lossy(v).into_owned())))
+                    .collect();
+                let out = serde_json::json!({
+                    "id": id.to_string(), "version": s.version, "attributes": attrs,
+                    "created_ms": s.created_ms, "accessed_ms": s.accessed_ms,
+                    "idle_timeout_ms": s.idle_timeout_ms, "deadline_ms": s.deadline_ms,
+                    "expires_at_ms": s.expires_at_ms, "server_time_ms": s.server_time_ms,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            None => bail!("session {id} not found"),
+        },
+        SessionCmd::Put { id, attrs, remove, if_version } => {
+            let update = Update {
+                set: parse_attrs(&attrs)?,
+                remove: remove.into_iter().collect(),
+                expected_version: if_version,
+                idle_timeout: None,
+            };
+            let w = client.update(id, update).await?;
+            println!("{id} version={}", w.version);
+        }
+        SessionCmd::Touch { id } => {
+            let w = client.touch(id).await?;
+            println!("{id} version={}", w.version);
+        }
+        SessionCmd::Delete { id, if_version } => {
+            let w = client.delete(id, if_version).await?;
+            println!("{id} deleted at version={}", w.version);
+        }
+    }
+    Ok(())
+}
+
