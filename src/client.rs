@@ -117,13 +117,18 @@ impl Client {
     }
 
     /// Connects through `connector` (the simulation passes its own).
-    pub async fn connect_with(config: ClientConfig, connector: Arc<dyn Connector>) -> Result<Client> {
+    pub async fn connect_with(
+        config: ClientConfig,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Client> {
         if config.endpoints.is_empty() {
             return Err(Error::Config("no endpoints".into()));
         }
         let pool = Pool::new(connector);
         let topology = fetch_topology(&pool, &config).await?;
-        let client_id = config.client_id.unwrap_or_else(|| ClientId(rand::rngs::OsRng.next_u64()));
+        let client_id = config
+            .client_id
+            .unwrap_or_else(|| ClientId(rand::rngs::OsRng.next_u64()));
         let inner = ClientInner {
             pool,
             config,
@@ -132,7 +137,9 @@ impl Client {
             seq: AtomicU64::new(1),
             leaders: Mutex::default(),
         };
-        Ok(Client { inner: Arc::new(inner) })
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The cluster's shape.
@@ -146,23 +153,39 @@ impl Client {
     }
 
     /// Creates a session under a fresh random id.
-    pub async fn create(&self, attributes: Attributes, options: CreateOptions) -> Result<(SessionId, Written)> {
+    pub async fn create(
+        &self,
+        attributes: Attributes,
+        options: CreateOptions,
+    ) -> Result<(SessionId, Written)> {
         for _ in 0..8 {
             let id = SessionId::generate();
-            match self.create_with_id(id, attributes.clone(), options.clone()).await {
+            match self
+                .create_with_id(id, attributes.clone(), options.clone())
+                .await
+            {
                 Err(Error::Exists) => continue,
                 other => return other.map(|w| (id, w)),
             }
         }
-        Err(Error::Unavailable("could not find an unused session id".into()))
+        Err(Error::Unavailable(
+            "could not find an unused session id".into(),
+        ))
     }
 
     /// Creates a session under `id`; [`Error::Exists`] if it is taken.
-    pub async fn create_with_id(&self, id: SessionId, attributes: Attributes, options: CreateOptions) -> Result<Written> {
+    pub async fn create_with_id(
+        &self,
+        id: SessionId,
+        attributes: Attributes,
+        options: CreateOptions,
+    ) -> Result<Written> {
         let command = Command::Create {
             id,
             attributes,
-            idle_timeout_ms: options.idle_timeout.map_or(0, |d| (d.as_millis() as u64).max(1)),
+            idle_timeout_ms: options
+                .idle_timeout
+                .map_or(0, |d| (d.as_millis() as u64).max(1)),
             lifetime_ms: options.lifetime.map(|d| d.as_millis() as u64),
         };
         self.write(id, command).await
@@ -170,7 +193,13 @@ impl Client {
 
     /// Reads a session linearizably; `None` if it does not exist or expired.
     pub async fn get(&self, id: SessionId) -> Result<Option<SessionView>> {
-        match self.call(id.group(self.groups()), RequestBody::Client(ClientRequest::Read { id })).await? {
+        match self
+            .call(
+                id.group(self.groups()),
+                RequestBody::Client(ClientRequest::Read { id }),
+            )
+            .await?
+        {
             ResponseBody::Read(r) => Ok(r.session),
             other => Err(unexpected(other)),
         }
@@ -195,7 +224,14 @@ impl Client {
 
     /// Deletes a session, optionally only at `expected_version`.
     pub async fn delete(&self, id: SessionId, expected_version: Option<u64>) -> Result<Written> {
-        self.write(id, Command::Delete { id, expected_version }).await
+        self.write(
+            id,
+            Command::Delete {
+                id,
+                expected_version,
+            },
+        )
+        .await
     }
 
     /// Status of every group on every node that answers.
@@ -203,7 +239,12 @@ impl Client {
         let mut out = Vec::new();
         for (_, addr) in &self.inner.topology.nodes {
             let body = RequestBody::Client(ClientRequest::Status);
-            let r = match self.inner.pool.call(addr, GroupId(0), &body, self.inner.config.attempt_timeout).await {
+            let r = match self
+                .inner
+                .pool
+                .call(addr, GroupId(0), &body, self.inner.config.attempt_timeout)
+                .await
+            {
                 Ok(ResponseBody::Status(s)) => Ok(s),
                 Ok(other) => Err(unexpected(other)),
                 Err(e) => Err(transport(e)),
@@ -216,11 +257,24 @@ impl Client {
     /// Sends one write with a fresh request id, retrying it (same id) until the deadline.
     pub async fn write(&self, id: SessionId, command: Command) -> Result<Written> {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-        self.write_as(id, Origin { client: self.inner.client_id, seq }, command).await
+        self.write_as(
+            id,
+            Origin {
+                client: self.inner.client_id,
+                seq,
+            },
+            command,
+        )
+        .await
     }
 
     /// Sends one write under an explicit request id (for tests of exactly-once delivery).
-    pub async fn write_as(&self, id: SessionId, origin: Origin, command: Command) -> Result<Written> {
+    pub async fn write_as(
+        &self,
+        id: SessionId,
+        origin: Origin,
+        command: Command,
+    ) -> Result<Written> {
         let body = RequestBody::Client(ClientRequest::Write { origin, command });
         let response = match self.call(id.group(self.groups()), body).await? {
             ResponseBody::Written(r) => r,
@@ -228,7 +282,10 @@ impl Client {
         };
         let server_time_ms = response.server_time_ms;
         match response.outcome {
-            Outcome::Ok { version } => Ok(Written { version, server_time_ms }),
+            Outcome::Ok { version } => Ok(Written {
+                version,
+                server_time_ms,
+            }),
             Outcome::Exists => Err(Error::Exists),
             Outcome::NotFound => Err(Error::NotFound),
             Outcome::Conflict { current_version } => Err(Error::Conflict { current_version }),
@@ -247,7 +304,9 @@ impl Client {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + inner.config.request_timeout;
         let replicas = self.replica_addresses(group)?;
-        let mut target = self.cached_leader(group).unwrap_or_else(|| replicas[0].clone());
+        let mut target = self
+            .cached_leader(group)
+            .unwrap_or_else(|| replicas[0].clone());
         let mut attempt: u32 = 0;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -258,12 +317,17 @@ impl Client {
             let outcome = inner.pool.call(&target, group, &body, budget).await;
             attempt += 1;
             match outcome {
-                Ok(ResponseBody::Error(WireError::NotLeader { leader: Some((_, addr)) })) if addr != target => {
+                Ok(ResponseBody::Error(WireError::NotLeader {
+                    leader: Some((_, addr)),
+                })) if addr != target => {
                     self.set_leader(group, Some(addr.clone()));
                     target = addr;
                     continue;
                 }
-                Ok(ResponseBody::Error(WireError::NotLeader { .. } | WireError::Unavailable(_))) | Err(_) => {
+                Ok(ResponseBody::Error(
+                    WireError::NotLeader { .. } | WireError::Unavailable(_),
+                ))
+                | Err(_) => {
                     self.set_leader(group, None);
                     target = replicas[attempt as usize % replicas.len()].clone();
                 }
@@ -280,19 +344,34 @@ impl Client {
 
     fn replica_addresses(&self, group: GroupId) -> Result<Vec<String>> {
         let t = &self.inner.topology;
-        let members = t.placement.get(group.0 as usize).ok_or(Error::Protocol(WireError::UnknownGroup(group.0)))?;
+        let members = t
+            .placement
+            .get(group.0 as usize)
+            .ok_or(Error::Protocol(WireError::UnknownGroup(group.0)))?;
         let addrs: Vec<String> = members
             .iter()
-            .filter_map(|m| t.nodes.iter().find(|(id, _)| id == m).map(|(_, a)| a.clone()))
+            .filter_map(|m| {
+                t.nodes
+                    .iter()
+                    .find(|(id, _)| id == m)
+                    .map(|(_, a)| a.clone())
+            })
             .collect();
         if addrs.is_empty() {
-            return Err(Error::Config(format!("group {group} has no known replicas")));
+            return Err(Error::Config(format!(
+                "group {group} has no known replicas"
+            )));
         }
         Ok(addrs)
     }
 
     fn cached_leader(&self, group: GroupId) -> Option<String> {
-        self.inner.leaders.lock().expect("leader cache lock").get(&group).cloned()
+        self.inner
+            .leaders
+            .lock()
+            .expect("leader cache lock")
+            .get(&group)
+            .cloned()
     }
 
     fn set_leader(&self, group: GroupId, addr: Option<String>) {
@@ -310,7 +389,10 @@ async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> 
     let mut last = Error::Timeout;
     while tokio::time::Instant::now() < deadline {
         for endpoint in &config.endpoints {
-            match pool.call(endpoint, GroupId(0), &body, config.attempt_timeout).await {
+            match pool
+                .call(endpoint, GroupId(0), &body, config.attempt_timeout)
+                .await
+            {
                 Ok(ResponseBody::Topology(t)) => return Ok(t),
                 Ok(other) => last = unexpected(other),
                 Err(e) => last = transport(e),
@@ -332,6 +414,8 @@ fn transport(e: TransportError) -> Error {
 fn unexpected(body: ResponseBody) -> Error {
     match body {
         ResponseBody::Error(e) => Error::Protocol(e),
-        other => Error::Protocol(WireError::Malformed(format!("unexpected response {other:?}"))),
+        other => Error::Protocol(WireError::Malformed(format!(
+            "unexpected response {other:?}"
+        ))),
     }
 }

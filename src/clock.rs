@@ -17,7 +17,10 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[expect(clippy::disallowed_methods, reason = "the production clock is the one owner of real time")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the production clock is the one owner of real time"
+    )]
     fn now_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

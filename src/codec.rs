@@ -50,7 +50,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a checked record of at most `limit` bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
     if bytes.len() > limit {
-        return Err(DecodeError::TooLarge { bytes: bytes.len(), limit });
+        return Err(DecodeError::TooLarge {
+            bytes: bytes.len(),
+            limit,
+        });
     }
     if bytes.len() < HEADER_BYTES {
         return Err(DecodeError::Truncated(bytes.len()));
@@ -73,15 +76,24 @@ mod tests {
     #[test]
     fn damage_is_detected() {
         let bytes = encode(&(7u64, "seven".to_string()));
-        assert_eq!(decode::<(u64, String)>(&bytes, 1024), Ok((7, "seven".into())));
+        assert_eq!(
+            decode::<(u64, String)>(&bytes, 1024),
+            Ok((7, "seven".into()))
+        );
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
             assert!(decode::<(u64, String)>(&bad, 1024).is_err(), "flip at {i}");
         }
         for n in 0..bytes.len() {
-            assert!(decode::<(u64, String)>(&bytes[..n], 1024).is_err(), "cut at {n}");
+            assert!(
+                decode::<(u64, String)>(&bytes[..n], 1024).is_err(),
+                "cut at {n}"
+            );
         }
-        assert!(matches!(decode::<(u64, String)>(&bytes, 3), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<(u64, String)>(&bytes, 3),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 }

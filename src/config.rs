@@ -87,7 +87,10 @@ pub struct SessionDefaults {
 
 impl Default for SessionDefaults {
     fn default() -> Self {
-        SessionDefaults { idle_timeout_ms: 30 * 60 * 1000, expire_tick_ms: 1000 }
+        SessionDefaults {
+            idle_timeout_ms: 30 * 60 * 1000,
+            expire_tick_ms: 1000,
+        }
     }
 }
 
@@ -125,8 +128,13 @@ impl NodeConfig {
             return fail(format!("node id {} is not among the peers", self.id));
         }
         let r = &self.raft;
-        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms || r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            return fail("need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+        if r.heartbeat_ms == 0
+            || r.election_timeout_min_ms <= r.heartbeat_ms
+            || r.election_timeout_max_ms <= r.election_timeout_min_ms
+        {
+            return fail(
+                "need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
+            );
         }
         if self.sessions.idle_timeout_ms == 0 || self.sessions.expire_tick_ms == 0 {
             return fail("session timeouts must be positive".into());
@@ -142,7 +150,11 @@ impl NodeConfig {
     /// The replicas of `group`: `replicas` consecutive nodes (in id order) starting at
     /// `group mod nodes`, so groups' leaders and bootstrap duties spread over the nodes.
     pub fn placement(&self, group: GroupId) -> Vec<NodeId> {
-        placement(&self.peers.iter().map(|p| p.id).collect::<Vec<_>>(), self.replicas, group)
+        placement(
+            &self.peers.iter().map(|p| p.id).collect::<Vec<_>>(),
+            self.replicas,
+            group,
+        )
     }
 }
 
@@ -152,7 +164,9 @@ pub fn placement(nodes: &[NodeId], replicas: u32, group: GroupId) -> Vec<NodeId>
     ids.sort_unstable();
     let n = ids.len();
     let count = (replicas as usize).min(n);
-    (0..count).map(|i| ids[(group.0 as usize + i) % n]).collect()
+    (0..count)
+        .map(|i| ids[(group.0 as usize + i) % n])
+        .collect()
 }
 
 #[cfg(test)]

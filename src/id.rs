@@ -133,8 +133,19 @@ mod tests {
 
     #[test]
     fn bad_session_ids_are_rejected() {
-        for bad in ["", "abc", &"g".repeat(32), &"0".repeat(31), &"0".repeat(33), "é"] {
-            assert_eq!(bad.parse::<SessionId>(), Err(ParseSessionIdError), "{bad:?}");
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(32),
+            &"0".repeat(31),
+            &"0".repeat(33),
+            "é",
+        ] {
+            assert_eq!(
+                bad.parse::<SessionId>(),
+                Err(ParseSessionIdError),
+                "{bad:?}"
+            );
         }
     }
 

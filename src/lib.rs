@@ -10,6 +10,11 @@
 //! - [`node`]: a node hosting many Raft groups; [`client`]: routing, leader cache, retries.
 //! - [`config`]: node and cluster configuration.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft's error types are large by design and appear in our storage and read paths"
+)]
+
 pub mod client;
 pub mod clock;
 pub mod codec;

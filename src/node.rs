@@ -9,7 +9,7 @@
 //!   session is due, so expiry needs no writes from clients.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ use crate::raft::store::{Flusher, LogStore, MachineState, SharedBackend, StateMa
 use crate::raft::typ::Raft;
 use crate::transport::{self, Connector, Handler, Listener, Pool};
 use crate::wire::{
-    ClientRequest, GroupStatus, RaftRequest, ReadReply, RequestBody, ResponseBody, Topology, WireError,
+    ClientRequest, GroupStatus, RaftRequest, ReadReply, RequestBody, ResponseBody, Topology,
+    WireError,
 };
 
 /// What a node is started with.
@@ -67,6 +68,11 @@ struct NodeInner {
 
 struct GroupHandle {
     raft: Raft,
+    /// The term in which this process last committed a barrier entry as leader. A leader may
+    /// serve ReadIndex reads only after committing an entry of its own term: openraft 0.9
+    /// restores a restarted leader in its old term with only the (lazily persisted) commit
+    /// index, which can miss acknowledged writes (found by the kill-all-nodes test).
+    barrier_term: Arc<AtomicU64>,
     machine: Arc<RwLock<MachineState>>,
     reads: ReadBatcher,
     /// An `Expire` proposal is in flight; don't stack another.
@@ -76,7 +82,14 @@ struct GroupHandle {
 impl Node {
     /// Opens every group placed on this node and starts serving.
     pub async fn start(options: NodeOptions) -> Result<Node> {
-        let NodeOptions { config, backend, clock, connector, listener, bootstrap } = options;
+        let NodeOptions {
+            config,
+            backend,
+            clock,
+            connector,
+            listener,
+            bootstrap,
+        } = options;
         config.validate()?;
         let id = config.id;
         let pool = Pool::new(connector);
@@ -92,29 +105,71 @@ impl Node {
             if !members.contains(&id) {
                 continue;
             }
-            let log = LogStore::open(group, backend.clone(), flusher.clone()).map_err(|e| Error::Raft(e.to_string()))?;
-            let sm = StateMachineStore::open(group, backend.clone()).map_err(|e| Error::Raft(e.to_string()))?;
+            let log = LogStore::open(group, backend.clone(), flusher.clone())
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            let sm = StateMachineStore::open(group, backend.clone())
+                .map_err(|e| Error::Raft(e.to_string()))?;
             let machine = sm.shared();
-            let network = NetworkFactory { pool: pool.clone(), group };
+            let network = NetworkFactory {
+                pool: pool.clone(),
+                group,
+            };
             let raft = Raft::new(id, raft_config.clone(), network, log, sm)
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
-            if bootstrap && members[0] == id && !raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))? {
-                let nodes: BTreeMap<NodeId, BasicNode> =
-                    members.iter().map(|m| (*m, BasicNode { addr: addresses[m].clone() })).collect();
+            if bootstrap
+                && members[0] == id
+                && !raft
+                    .is_initialized()
+                    .await
+                    .map_err(|e| Error::Raft(e.to_string()))?
+            {
+                let nodes: BTreeMap<NodeId, BasicNode> = members
+                    .iter()
+                    .map(|m| {
+                        (
+                            *m,
+                            BasicNode {
+                                addr: addresses[m].clone(),
+                            },
+                        )
+                    })
+                    .collect();
                 if let Err(e) = raft.initialize(nodes).await {
                     warn!(%group, error = %e, "initialize failed");
                 }
             }
-            let handle = GroupHandle { raft, machine, reads: ReadBatcher::default(), expiring: AtomicBool::new(false) };
+            let handle = GroupHandle {
+                raft,
+                barrier_term: Arc::default(),
+                machine,
+                reads: ReadBatcher::default(),
+                expiring: AtomicBool::new(false),
+            };
             groups.insert(group, Arc::new(handle));
         }
-        let topology = Topology { groups: config.groups, nodes: addresses.into_iter().collect(), placement };
-        let inner = Arc::new(NodeInner { id, config, clock, groups, topology });
-        let server = tokio::spawn(transport::serve(listener, inner.clone() as Arc<dyn Handler>));
+        let topology = Topology {
+            groups: config.groups,
+            nodes: addresses.into_iter().collect(),
+            placement,
+        };
+        let inner = Arc::new(NodeInner {
+            id,
+            config,
+            clock,
+            groups,
+            topology,
+        });
+        let server = tokio::spawn(transport::serve(
+            listener,
+            inner.clone() as Arc<dyn Handler>,
+        ));
         let ticker = tokio::spawn(expire_loop(inner.clone()));
         info!(node = id, groups = inner.groups.len(), "node started");
-        Ok(Node { inner, tasks: vec![server, ticker] })
+        Ok(Node {
+            inner,
+            tasks: vec![server, ticker],
+        })
     }
 
     /// This node's id.
@@ -161,7 +216,10 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config> {
 
 impl Handler for NodeInner {
     fn handle(&self, group: GroupId, body: RequestBody) -> BoxFuture<'static, ResponseBody> {
-        let node_level = matches!(body, RequestBody::Client(ClientRequest::Status | ClientRequest::Topology));
+        let node_level = matches!(
+            body,
+            RequestBody::Client(ClientRequest::Status | ClientRequest::Topology)
+        );
         if node_level {
             let reply = match body {
                 RequestBody::Client(ClientRequest::Status) => ResponseBody::Status(self.status()),
@@ -183,11 +241,19 @@ impl Handler for NodeInner {
                         Ok(c) => c,
                         Err(e) => return ResponseBody::Error(e),
                     };
-                    let request = Request { now_ms, origin: Some(origin), command };
+                    let request = Request {
+                        now_ms,
+                        origin: Some(origin),
+                        command,
+                    };
                     write(&handle, request, &addresses).await
                 }
-                RequestBody::Client(ClientRequest::Read { id }) => read(&handle, id, &addresses).await,
-                RequestBody::Client(_) => ResponseBody::Error(WireError::Invalid("unexpected request".into())),
+                RequestBody::Client(ClientRequest::Read { id }) => {
+                    read(&handle, id, now_ms, &addresses).await
+                }
+                RequestBody::Client(_) => {
+                    ResponseBody::Error(WireError::Invalid("unexpected request".into()))
+                }
             }
         })
     }
@@ -195,10 +261,20 @@ impl Handler for NodeInner {
 
 fn normalize(command: Command, default_idle_ms: u64) -> Result<Command, WireError> {
     match command {
-        Command::Expire => Err(WireError::Invalid("expire is issued by leaders only".into())),
-        Command::Create { id, attributes, idle_timeout_ms: 0, lifetime_ms } => {
-            Ok(Command::Create { id, attributes, idle_timeout_ms: default_idle_ms, lifetime_ms })
-        }
+        Command::Expire => Err(WireError::Invalid(
+            "expire is issued by leaders only".into(),
+        )),
+        Command::Create {
+            id,
+            attributes,
+            idle_timeout_ms: 0,
+            lifetime_ms,
+        } => Ok(Command::Create {
+            id,
+            attributes,
+            idle_timeout_ms: default_idle_ms,
+            lifetime_ms,
+        }),
         other => Ok(other),
     }
 }
@@ -207,7 +283,9 @@ async fn handle_raft(handle: &GroupHandle, request: RaftRequest) -> ResponseBody
     match request {
         RaftRequest::Append(r) => ResponseBody::Append(handle.raft.append_entries(r).await),
         RaftRequest::Vote(r) => ResponseBody::Vote(handle.raft.vote(r).await),
-        RaftRequest::InstallSnapshot(r) => ResponseBody::InstallSnapshot(handle.raft.install_snapshot(r).await),
+        RaftRequest::InstallSnapshot(r) => {
+            ResponseBody::InstallSnapshot(handle.raft.install_snapshot(r).await)
+        }
     }
 }
 
@@ -216,7 +294,11 @@ fn not_leader(leader: Option<NodeId>, addresses: &[(NodeId, String)]) -> WireErr
     WireError::NotLeader { leader }
 }
 
-async fn write(handle: &GroupHandle, request: Request, addresses: &[(NodeId, String)]) -> ResponseBody {
+async fn write(
+    handle: &GroupHandle,
+    request: Request,
+    addresses: &[(NodeId, String)],
+) -> ResponseBody {
     match handle.raft.client_write(request).await {
         Ok(r) => ResponseBody::Written(r.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -226,12 +308,22 @@ async fn write(handle: &GroupHandle, request: Request, addresses: &[(NodeId, Str
     }
 }
 
-async fn read(handle: &GroupHandle, id: crate::id::SessionId, addresses: &[(NodeId, String)]) -> ResponseBody {
+async fn read(
+    handle: &GroupHandle,
+    id: crate::id::SessionId,
+    now_ms: u64,
+    addresses: &[(NodeId, String)],
+) -> ResponseBody {
     let read_index = if cfg!(feature = "broken-stale-reads") {
         // Deliberately wrong (simulation teeth only): serve whatever this replica has applied.
         0
     } else {
-        match handle.reads.linearize(&handle.raft).await {
+        let round = ReadRound {
+            raft: handle.raft.clone(),
+            barrier_term: handle.barrier_term.clone(),
+            now_ms,
+        };
+        match handle.reads.linearize(round).await {
             Ok(index) => index,
             Err(e) => return ResponseBody::Error(read_error(e, addresses)),
         }
@@ -245,9 +337,14 @@ async fn read(handle: &GroupHandle, id: crate::id::SessionId, addresses: &[(Node
     })
 }
 
-fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>, addresses: &[(NodeId, String)]) -> WireError {
+fn read_error(
+    e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>,
+    addresses: &[(NodeId, String)],
+) -> WireError {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(f.leader_id, addresses),
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+            not_leader(f.leader_id, addresses)
+        }
         other => WireError::Unavailable(other.to_string()),
     }
 }
@@ -266,8 +363,46 @@ struct ReadQueue {
     waiters: Vec<oneshot::Sender<ReadResult>>,
 }
 
+/// What one ReadIndex round needs.
+struct ReadRound {
+    raft: Raft,
+    barrier_term: Arc<AtomicU64>,
+    now_ms: u64,
+}
+
+impl ReadRound {
+    async fn run(&self) -> ReadResult {
+        let term = self.raft.metrics().borrow().current_term;
+        if self.barrier_term.load(Ordering::Acquire) != term {
+            let request = Request {
+                now_ms: self.now_ms,
+                origin: None,
+                command: Command::Expire,
+            };
+            match self.raft.client_write(request).await {
+                Ok(_) => self.barrier_term.store(term, Ordering::Release),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)));
+                }
+                Err(RaftError::APIError(other)) => {
+                    let e = openraft::error::QuorumNotEnough {
+                        cluster: other.to_string(),
+                        got: Default::default(),
+                    };
+                    return Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)));
+                }
+                Err(RaftError::Fatal(f)) => return Err(RaftError::Fatal(f)),
+            }
+        }
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|l| l.map_or(0, |l| l.index))
+    }
+}
+
 impl ReadBatcher {
-    async fn linearize(&self, raft: &Raft) -> ReadResult {
+    async fn linearize(&self, round: ReadRound) -> ReadResult {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut q = self.queue.lock().expect("read queue lock");
@@ -275,13 +410,14 @@ impl ReadBatcher {
             !std::mem::replace(&mut q.running, true)
         };
         if start {
-            tokio::spawn(read_rounds(self.queue.clone(), raft.clone()));
+            tokio::spawn(read_rounds(self.queue.clone(), round));
         }
-        rx.await.unwrap_or_else(|_| Err(RaftError::Fatal(openraft::error::Fatal::Stopped)))
+        rx.await
+            .unwrap_or(Err(RaftError::Fatal(openraft::error::Fatal::Stopped)))
     }
 }
 
-async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, raft: Raft) {
+async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, round: ReadRound) {
     loop {
         let waiters = {
             let mut q = queue.lock().expect("read queue lock");
@@ -292,7 +428,7 @@ async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, raft: Raft) {
             std::mem::take(&mut q.waiters)
         };
         // Every waiter taken here arrived before this round started, so its ReadIndex is valid.
-        let result = raft.ensure_linearizable().await.map(|l| l.map_or(0, |l| l.index));
+        let result = round.run().await;
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -345,7 +481,11 @@ async fn expire_loop(node: Arc<NodeInner>) {
             if due && !handle.expiring.swap(true, Ordering::AcqRel) {
                 let handle = handle.clone();
                 tokio::spawn(async move {
-                    let request = Request { now_ms, origin: None, command: Command::Expire };
+                    let request = Request {
+                        now_ms,
+                        origin: None,
+                        command: Command::Expire,
+                    };
                     let _ = handle.raft.client_write(request).await;
                     handle.expiring.store(false, Ordering::Release);
                 });

@@ -160,7 +160,10 @@ impl SessionState {
             self.expire_if_due(&id);
         }
         let outcome = self.execute(index, &request.command);
-        let response = Response { server_time_ms: self.clock_ms, outcome };
+        let response = Response {
+            server_time_ms: self.clock_ms,
+            outcome,
+        };
         if let Some(origin) = request.origin {
             self.remember(origin, response.clone());
         }
@@ -170,14 +173,27 @@ impl SessionState {
 
     fn execute(&mut self, index: u64, command: &Command) -> Outcome {
         match command {
-            Command::Create { id, attributes, idle_timeout_ms, lifetime_ms } => {
-                self.create(index, *id, attributes, *idle_timeout_ms, *lifetime_ms)
-            }
-            Command::Update { id, set, remove, expected_version, idle_timeout_ms } => {
-                let Some(session) = self.sessions.get(id) else { return Outcome::NotFound };
+            Command::Create {
+                id,
+                attributes,
+                idle_timeout_ms,
+                lifetime_ms,
+            } => self.create(index, *id, attributes, *idle_timeout_ms, *lifetime_ms),
+            Command::Update {
+                id,
+                set,
+                remove,
+                expected_version,
+                idle_timeout_ms,
+            } => {
+                let Some(session) = self.sessions.get(id) else {
+                    return Outcome::NotFound;
+                };
                 if let Some(expected) = expected_version {
                     if *expected != session.version {
-                        return Outcome::Conflict { current_version: session.version };
+                        return Outcome::Conflict {
+                            current_version: session.version,
+                        };
                     }
                 }
                 let mut attributes = session.attributes.clone();
@@ -208,17 +224,26 @@ impl SessionState {
                     None => Outcome::NotFound,
                 }
             }
-            Command::Delete { id, expected_version } => {
-                let Some(session) = self.sessions.get(id) else { return Outcome::NotFound };
+            Command::Delete {
+                id,
+                expected_version,
+            } => {
+                let Some(session) = self.sessions.get(id) else {
+                    return Outcome::NotFound;
+                };
                 if let Some(expected) = expected_version {
                     if *expected != session.version {
-                        return Outcome::Conflict { current_version: session.version };
+                        return Outcome::Conflict {
+                            current_version: session.version,
+                        };
                     }
                 }
                 self.kill(id);
                 Outcome::Ok { version: index }
             }
-            Command::Expire => Outcome::Purged { sessions: self.purge_expired() },
+            Command::Expire => Outcome::Purged {
+                sessions: self.purge_expired(),
+            },
         }
     }
 
@@ -271,7 +296,10 @@ impl SessionState {
     }
 
     fn expire_if_due(&mut self, id: &SessionId) {
-        let due = self.sessions.get(id).is_some_and(|s| s.expires_at_ms() <= self.clock_ms);
+        let due = self
+            .sessions
+            .get(id)
+            .is_some_and(|s| s.expires_at_ms() <= self.clock_ms);
         if due {
             self.kill(id);
         }
@@ -329,7 +357,10 @@ impl SessionState {
 
     /// Rebuilds a state (and its indexes) from an image.
     pub fn from_image(image: StateImage) -> Self {
-        let mut state = SessionState { clock_ms: image.clock_ms, ..Default::default() };
+        let mut state = SessionState {
+            clock_ms: image.clock_ms,
+            ..Default::default()
+        };
         for (id, session) in image.sessions {
             state.expiry.insert((session.expires_at_ms(), id));
             state.sessions.insert(id, session);
@@ -355,20 +386,36 @@ impl SessionState {
 /// Checks a would-be session against the limits; `Some(outcome)` is the rejection.
 fn validate(attributes: &Attributes, idle_timeout_ms: u64) -> Option<Outcome> {
     if attributes.len() > limits::ATTRIBUTES_MAX {
-        let reason = format!("{} attributes, limit {}", attributes.len(), limits::ATTRIBUTES_MAX);
+        let reason = format!(
+            "{} attributes, limit {}",
+            attributes.len(),
+            limits::ATTRIBUTES_MAX
+        );
         return Some(Outcome::Invalid { reason });
     }
-    if let Some(name) = attributes.keys().find(|k| k.len() > limits::ATTRIBUTE_NAME_BYTES_MAX) {
-        let reason = format!("attribute name of {} bytes, limit {}", name.len(), limits::ATTRIBUTE_NAME_BYTES_MAX);
+    if let Some(name) = attributes
+        .keys()
+        .find(|k| k.len() > limits::ATTRIBUTE_NAME_BYTES_MAX)
+    {
+        let reason = format!(
+            "attribute name of {} bytes, limit {}",
+            name.len(),
+            limits::ATTRIBUTE_NAME_BYTES_MAX
+        );
         return Some(Outcome::Invalid { reason });
     }
     if idle_timeout_ms == 0 {
-        return Some(Outcome::Invalid { reason: "idle timeout must be positive".into() });
+        return Some(Outcome::Invalid {
+            reason: "idle timeout must be positive".into(),
+        });
     }
     let bytes = Session::encoded_bytes(attributes);
     if bytes > limits::SESSION_BYTES_MAX {
         let limit = limits::SESSION_BYTES_MAX as u64;
-        return Some(Outcome::TooLarge { bytes: bytes as u64, limit });
+        return Some(Outcome::TooLarge {
+            bytes: bytes as u64,
+            limit,
+        });
     }
     None
 }
@@ -383,12 +430,21 @@ mod tests {
     }
 
     fn req(now_ms: u64, command: Command) -> Request {
-        Request { now_ms, origin: None, command }
+        Request {
+            now_ms,
+            origin: None,
+            command,
+        }
     }
 
     fn create(n: u8, idle: u64) -> Command {
         let attributes = Attributes::from([("user".to_string(), b"ann".to_vec())]);
-        Command::Create { id: id(n), attributes, idle_timeout_ms: idle, lifetime_ms: None }
+        Command::Create {
+            id: id(n),
+            attributes,
+            idle_timeout_ms: idle,
+            lifetime_ms: None,
+        }
     }
 
     fn set(n: u8, k: &str, v: &[u8], expected_version: Option<u64>) -> Command {
@@ -404,8 +460,14 @@ mod tests {
     #[test]
     fn versions_rise_with_writes_and_cas_conflicts_report_current() {
         let mut s = SessionState::default();
-        assert_eq!(s.apply(1, &req(10, create(1, 1000))).outcome, Outcome::Ok { version: 1 });
-        assert_eq!(s.apply(2, &req(11, create(1, 1000))).outcome, Outcome::Exists);
+        assert_eq!(
+            s.apply(1, &req(10, create(1, 1000))).outcome,
+            Outcome::Ok { version: 1 }
+        );
+        assert_eq!(
+            s.apply(2, &req(11, create(1, 1000))).outcome,
+            Outcome::Exists
+        );
         let ok = s.apply(3, &req(12, set(1, "cart", b"a", Some(1))));
         assert_eq!(ok.outcome, Outcome::Ok { version: 3 });
         let stale = s.apply(4, &req(13, set(1, "cart", b"b", Some(1))));
@@ -425,8 +487,16 @@ mod tests {
         assert!(s.get(&id(1)).is_some(), "touched at 1090, expires at 1190");
         s.apply(4, &req(1_190, Command::Expire));
         assert_eq!(s.get(&id(1)), None);
-        assert_eq!(s.apply(5, &req(1_200, Command::Touch { id: id(1) })).outcome, Outcome::NotFound);
-        assert_eq!(s.apply(6, &req(1_200, create(1, 100))).outcome, Outcome::Exists, "delete wins");
+        assert_eq!(
+            s.apply(5, &req(1_200, Command::Touch { id: id(1) }))
+                .outcome,
+            Outcome::NotFound
+        );
+        assert_eq!(
+            s.apply(6, &req(1_200, create(1, 100))).outcome,
+            Outcome::Exists,
+            "delete wins"
+        );
     }
 
     #[test]
@@ -441,10 +511,28 @@ mod tests {
     fn retried_writes_apply_once() {
         let mut s = SessionState::default();
         s.apply(1, &req(1, create(1, 1000)));
-        let origin = Some(Origin { client: ClientId(7), seq: 1 });
-        let first = s.apply(2, &Request { origin, ..req(2, set(1, "n", b"1", Some(1))) });
-        let retry = s.apply(3, &Request { origin, ..req(3, set(1, "n", b"1", Some(1))) });
-        assert_eq!(first, retry, "the retry gets the first result, not a conflict");
+        let origin = Some(Origin {
+            client: ClientId(7),
+            seq: 1,
+        });
+        let first = s.apply(
+            2,
+            &Request {
+                origin,
+                ..req(2, set(1, "n", b"1", Some(1)))
+            },
+        );
+        let retry = s.apply(
+            3,
+            &Request {
+                origin,
+                ..req(3, set(1, "n", b"1", Some(1)))
+            },
+        );
+        assert_eq!(
+            first, retry,
+            "the retry gets the first result, not a conflict"
+        );
         assert_eq!(s.get(&id(1)).expect("live").version, 2);
     }
 
@@ -463,7 +551,22 @@ mod tests {
         let mut s = SessionState::default();
         s.apply(1, &req(1, create(1, 50)));
         s.apply(2, &req(2, create(2, 5000)));
-        s.apply(3, &Request { origin: Some(Origin { client: ClientId(1), seq: 9 }), ..req(3, Command::Delete { id: id(2), expected_version: None }) });
+        s.apply(
+            3,
+            &Request {
+                origin: Some(Origin {
+                    client: ClientId(1),
+                    seq: 9,
+                }),
+                ..req(
+                    3,
+                    Command::Delete {
+                        id: id(2),
+                        expected_version: None,
+                    },
+                )
+            },
+        );
         let back = SessionState::from_image(s.to_image());
         assert_eq!(back, s);
         assert_eq!(back.digest(), s.digest());

@@ -73,7 +73,9 @@ impl Listener for tokio::net::TcpListener {
 }
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(limits::FRAME_BYTES_MAX).new_codec()
+    LengthDelimitedCodec::builder()
+        .max_frame_length(limits::FRAME_BYTES_MAX)
+        .new_codec()
 }
 
 /// Why a call did not get an answer.
@@ -119,18 +121,25 @@ impl Drop for Conn {
     }
 }
 
+/// A connection slot: locked while connecting so concurrent callers share one connection.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 /// One connection per remote address, shared by every caller.
 #[derive(Clone)]
 pub struct Pool {
     connector: Arc<dyn Connector>,
-    conns: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>>,
+    conns: Arc<Mutex<BTreeMap<String, Slot>>>,
     next_id: Arc<AtomicU64>,
 }
 
 impl Pool {
     /// A pool connecting through `connector`.
     pub fn new(connector: Arc<dyn Connector>) -> Self {
-        Pool { connector, conns: Arc::default(), next_id: Arc::new(AtomicU64::new(1)) }
+        Pool {
+            connector,
+            conns: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     /// Sends `body` to `addr` for `group` and waits up to `timeout` for the answer.
@@ -167,8 +176,13 @@ impl Pool {
         }
     }
 
-    fn slot(&self, addr: &str) -> Arc<tokio::sync::Mutex<Option<Arc<Conn>>>> {
-        self.conns.lock().expect("pool lock").entry(addr.to_string()).or_default().clone()
+    fn slot(&self, addr: &str) -> Slot {
+        self.conns
+            .lock()
+            .expect("pool lock")
+            .entry(addr.to_string())
+            .or_default()
+            .clone()
     }
 
     async fn forget(&self, addr: &str) {
@@ -183,11 +197,14 @@ impl Pool {
                 return Ok(c.clone());
             }
         }
-        let stream = self
-            .connector
-            .connect(addr)
-            .await
-            .map_err(|source| TransportError::Connect { addr: addr.to_string(), source })?;
+        let stream =
+            self.connector
+                .connect(addr)
+                .await
+                .map_err(|source| TransportError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?;
         let conn = Arc::new(open(stream));
         *guard = Some(conn.clone());
         Ok(conn)
@@ -206,11 +223,17 @@ fn open(stream: BoxStream) -> Conn {
         let mut frames = FramedRead::new(read, codec());
         while let Some(Ok(frame)) = frames.next().await {
             let frame = frame.freeze();
-            let Ok(header) = wire::decode_header(&frame) else { break };
+            let Ok(header) = wire::decode_header(&frame) else {
+                break;
+            };
             if header.kind != Kind::Response {
                 break;
             }
-            if let Some(tx) = waiting.lock().expect("pending lock").remove(&header.request_id) {
+            if let Some(tx) = waiting
+                .lock()
+                .expect("pending lock")
+                .remove(&header.request_id)
+            {
                 let _ = tx.send(frame);
             }
         }
@@ -218,11 +241,19 @@ fn open(stream: BoxStream) -> Conn {
         // Dropping every waiter's sender tells them the connection is gone.
         waiting.lock().expect("pending lock").clear();
     });
-    Conn { tx, pending, closed, tasks: vec![writer.abort_handle(), reader.abort_handle()] }
+    Conn {
+        tx,
+        pending,
+        closed,
+        tasks: vec![writer.abort_handle(), reader.abort_handle()],
+    }
 }
 
 /// Writes queued frames, flushing once per burst so many frames share one syscall.
-async fn write_frames(write: tokio::io::WriteHalf<BoxStream>, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+async fn write_frames(
+    write: tokio::io::WriteHalf<BoxStream>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
     let mut sink = FramedWrite::new(write, codec());
     while let Some(frame) = rx.recv().await {
         if sink.feed(frame).await.is_err() {
@@ -277,13 +308,23 @@ async fn serve_connection(stream: BoxStream, handler: Arc<dyn Handler>) {
         let header = match wire::decode_header(&frame) {
             Ok(h) => h,
             Err(e) => {
-                let _ = tx.send(wire::encode(Kind::Response, 0, GroupId(0), &ResponseBody::Error(e)));
+                let _ = tx.send(wire::encode(
+                    Kind::Response,
+                    0,
+                    GroupId(0),
+                    &ResponseBody::Error(e),
+                ));
                 continue;
             }
         };
-        let reply = |body: ResponseBody| wire::encode(Kind::Response, header.request_id, header.group, &body);
+        let reply = |body: ResponseBody| {
+            wire::encode(Kind::Response, header.request_id, header.group, &body)
+        };
         if header.version != wire::PROTOCOL_VERSION {
-            let e = WireError::ProtocolVersion { got: header.version, supported: wire::PROTOCOL_VERSION };
+            let e = WireError::ProtocolVersion {
+                got: header.version,
+                supported: wire::PROTOCOL_VERSION,
+            };
             let _ = tx.send(reply(ResponseBody::Error(e)));
             continue;
         }
@@ -299,12 +340,19 @@ async fn serve_connection(stream: BoxStream, handler: Arc<dyn Handler>) {
                 continue;
             }
         };
-        let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
         let handler = handler.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let response = handler.handle(header.group, body).await;
-            let _ = tx.send(wire::encode(Kind::Response, header.request_id, header.group, &response));
+            let _ = tx.send(wire::encode(
+                Kind::Response,
+                header.request_id,
+                header.group,
+                &response,
+            ));
             drop(permit);
         });
     }

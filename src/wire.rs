@@ -178,7 +178,9 @@ pub enum ResponseBody {
     /// Vote result.
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// InstallSnapshot result.
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
     /// A write's result.
     Written(Response),
     /// A read's result.
@@ -206,7 +208,10 @@ pub fn encode<T: Serialize>(kind: Kind, request_id: u64, group: GroupId, body: &
 /// Decodes a header; the body follows at [`HEADER_BYTES`].
 pub fn decode_header(frame: &[u8]) -> Result<Header, WireError> {
     if frame.len() < HEADER_BYTES {
-        return Err(WireError::Malformed(format!("frame of {} bytes has no header", frame.len())));
+        return Err(WireError::Malformed(format!(
+            "frame of {} bytes has no header",
+            frame.len()
+        )));
     }
     let kind = match frame[1] {
         1 => Kind::Request,
@@ -214,8 +219,15 @@ pub fn decode_header(frame: &[u8]) -> Result<Header, WireError> {
         k => return Err(WireError::Malformed(format!("unknown frame kind {k}"))),
     };
     let request_id = u64::from_be_bytes(frame[2..10].try_into().expect("8 bytes"));
-    let group = GroupId(u32::from_be_bytes(frame[10..14].try_into().expect("4 bytes")));
-    Ok(Header { version: frame[0], kind, request_id, group })
+    let group = GroupId(u32::from_be_bytes(
+        frame[10..14].try_into().expect("4 bytes"),
+    ));
+    Ok(Header {
+        version: frame[0],
+        kind,
+        request_id,
+        group,
+    })
 }
 
 /// Decodes a body of type `T` from a whole frame.
@@ -230,12 +242,25 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_an_error() {
-        let body = RequestBody::Client(ClientRequest::Read { id: SessionId::from_bytes([3; 16]) });
+        let body = RequestBody::Client(ClientRequest::Read {
+            id: SessionId::from_bytes([3; 16]),
+        });
         let frame = encode(Kind::Request, 42, GroupId(5), &body);
         let header = decode_header(&frame).expect("header");
-        assert_eq!(header, Header { version: PROTOCOL_VERSION, kind: Kind::Request, request_id: 42, group: GroupId(5) });
+        assert_eq!(
+            header,
+            Header {
+                version: PROTOCOL_VERSION,
+                kind: Kind::Request,
+                request_id: 42,
+                group: GroupId(5)
+            }
+        );
         let back: RequestBody = decode_body(&frame).expect("body");
-        assert!(matches!(back, RequestBody::Client(ClientRequest::Read { .. })));
+        assert!(matches!(
+            back,
+            RequestBody::Client(ClientRequest::Read { .. })
+        ));
         for n in 0..frame.len() {
             let cut = &frame[..n];
             let r = decode_header(cut).and_then(|_| decode_body::<RequestBody>(cut));

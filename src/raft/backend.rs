@@ -141,7 +141,11 @@ impl Backend for MemBackend {
     }
 
     fn write(&self, group: GroupId, op: WriteOp) -> io::Result<()> {
-        self.disk.lock().expect("mem disk lock").pending.push((group, op));
+        self.disk
+            .lock()
+            .expect("mem disk lock")
+            .pending
+            .push((group, op));
         Ok(())
     }
 
@@ -183,11 +187,17 @@ impl SledBackend {
             .open()
             .map_err(sled_io)?;
         let data_file = Arc::new(File::open(dir.join("sled").join("db"))?);
-        Ok(SledBackend { db, dir: dir.to_path_buf(), data_file })
+        Ok(SledBackend {
+            db,
+            dir: dir.to_path_buf(),
+            data_file,
+        })
     }
 
     fn tree(&self, group: GroupId, kind: &str) -> io::Result<sled::Tree> {
-        self.db.open_tree(format!("g{}.{kind}", group.0)).map_err(sled_io)
+        self.db
+            .open_tree(format!("g{}.{kind}", group.0))
+            .map_err(sled_io)
     }
 
     fn snapshot_path(&self, group: GroupId) -> PathBuf {
@@ -229,14 +239,18 @@ impl Backend for SledBackend {
     fn write(&self, group: GroupId, op: WriteOp) -> io::Result<()> {
         match op {
             WriteOp::Meta(key, value) => {
-                self.tree(group, "meta")?.insert(key.name(), value).map_err(sled_io)?;
+                self.tree(group, "meta")?
+                    .insert(key.name(), value)
+                    .map_err(sled_io)?;
             }
             WriteOp::Append(entries) => {
                 let mut batch = sled::Batch::default();
                 for (index, bytes) in entries {
                     batch.insert(&index.to_be_bytes(), bytes);
                 }
-                self.tree(group, "log")?.apply_batch(batch).map_err(sled_io)?;
+                self.tree(group, "log")?
+                    .apply_batch(batch)
+                    .map_err(sled_io)?;
             }
             WriteOp::TruncateFrom(index) => {
                 let log = self.tree(group, "log")?;
@@ -301,14 +315,25 @@ mod tests {
     fn mem_crash_loses_only_unsynced_writes() {
         let disk = MemBackend::new();
         let g = GroupId(0);
-        disk.write(g, WriteOp::Append(vec![(1, b"a".to_vec())])).expect("write");
-        futures_util::FutureExt::now_or_never(disk.sync()).expect("ready").expect("sync");
-        disk.write(g, WriteOp::Append(vec![(2, b"b".to_vec())])).expect("write");
-        disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v".to_vec())).expect("write");
+        disk.write(g, WriteOp::Append(vec![(1, b"a".to_vec())]))
+            .expect("write");
+        futures_util::FutureExt::now_or_never(disk.sync())
+            .expect("ready")
+            .expect("sync");
+        disk.write(g, WriteOp::Append(vec![(2, b"b".to_vec())]))
+            .expect("write");
+        disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v".to_vec()))
+            .expect("write");
         disk.crash(1);
         let image = disk.load(g).expect("load");
-        assert_eq!(image.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
-        assert!(image.meta.is_empty(), "the write after the crash point is gone");
+        assert_eq!(
+            image.entries.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(
+            image.meta.is_empty(),
+            "the write after the crash point is gone"
+        );
     }
 
     #[test]
@@ -317,13 +342,25 @@ mod tests {
         let g = GroupId(3);
         {
             let disk = SledBackend::open(dir.path()).expect("open");
-            disk.write(g, WriteOp::Append(vec![(1, b"a".to_vec()), (2, b"b".to_vec()), (3, b"c".to_vec())])).expect("w");
+            disk.write(
+                g,
+                WriteOp::Append(vec![
+                    (1, b"a".to_vec()),
+                    (2, b"b".to_vec()),
+                    (3, b"c".to_vec()),
+                ]),
+            )
+            .expect("w");
             disk.write(g, WriteOp::TruncateFrom(3)).expect("w");
             disk.write(g, WriteOp::PurgeUpTo(1)).expect("w");
-            disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v1".to_vec())).expect("w");
-            let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+            disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v1".to_vec()))
+                .expect("w");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("rt");
             rt.block_on(disk.sync()).expect("sync");
-            rt.block_on(disk.save_snapshot(g, b"snap".to_vec())).expect("snap");
+            rt.block_on(disk.save_snapshot(g, b"snap".to_vec()))
+                .expect("snap");
         }
         let disk = SledBackend::open(dir.path()).expect("reopen");
         let image = disk.load(g).expect("load");

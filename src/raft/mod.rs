@@ -77,7 +77,11 @@ impl RngCore for ThreadRng {
 
     fn next_u64(&mut self) -> u64 {
         RNG.with(|r| {
-            r.borrow_mut().get_or_insert_with(|| SmallRng::from_rng(rand::rngs::OsRng).expect("the OS has entropy")).next_u64()
+            r.borrow_mut()
+                .get_or_insert_with(|| {
+                    SmallRng::from_rng(rand::rngs::OsRng).expect("the OS has entropy")
+                })
+                .next_u64()
         })
     }
 
@@ -153,4 +157,3 @@ impl AsyncRuntime for SeededRuntime {
         (TokioOneShotSender(tx), rx)
     }
 }
-

@@ -1,7 +1,9 @@
 //! openraft's network traits over the shared [`Pool`]: every group's replication stream to a
 //! peer travels on the one connection the node keeps to that peer.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -27,7 +29,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        PeerNetwork { pool: self.pool.clone(), group: self.group, target, addr: node.addr.clone() }
+        PeerNetwork {
+            pool: self.pool.clone(),
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+        }
     }
 }
 
@@ -42,22 +49,32 @@ pub struct PeerNetwork {
 type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
-fn transport_error<E: std::error::Error>(e: TransportError) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+fn transport_error<E: std::error::Error>(
+    e: TransportError,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
     match e {
         TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
         other => RPCError::Network(NetworkError::new(&other)),
     }
 }
 
-fn unexpected<E: std::error::Error>(body: &ResponseBody) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+fn unexpected<E: std::error::Error>(
+    body: &ResponseBody,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
     let e = std::io::Error::other(format!("unexpected response: {body:?}"));
     RPCError::Network(NetworkError::new(&e))
 }
 
 impl PeerNetwork {
-    async fn send(&self, request: RaftRequest, option: &RPCOption) -> Result<ResponseBody, TransportError> {
+    async fn send(
+        &self,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<ResponseBody, TransportError> {
         let body = RequestBody::Raft(request);
-        self.pool.call(&self.addr, self.group, &body, option.hard_ttl()).await
+        self.pool
+            .call(&self.addr, self.group, &body, option.hard_ttl())
+            .await
     }
 }
 
@@ -67,8 +84,14 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self.send(RaftRequest::Append(rpc), &option).await.map_err(transport_error)? {
-            ResponseBody::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+        match self
+            .send(RaftRequest::Append(rpc), &option)
+            .await
+            .map_err(transport_error)?
+        {
+            ResponseBody::Append(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -78,15 +101,31 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        match self.send(RaftRequest::InstallSnapshot(rpc), &option).await.map_err(transport_error)? {
-            ResponseBody::InstallSnapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+        match self
+            .send(RaftRequest::InstallSnapshot(rpc), &option)
+            .await
+            .map_err(transport_error)?
+        {
+            ResponseBody::InstallSnapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        match self.send(RaftRequest::Vote(rpc), &option).await.map_err(transport_error)? {
-            ResponseBody::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        match self
+            .send(RaftRequest::Vote(rpc), &option)
+            .await
+            .map_err(transport_error)?
+        {
+            ResponseBody::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(unexpected(&other)),
         }
     }

@@ -15,9 +15,7 @@ use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
-use openraft::{
-    EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError,
-};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,12 +73,16 @@ impl Flusher {
     /// Waits until everything written so far is durable.
     pub async fn flush(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(FlushWaiter::Notify(tx)).map_err(|_| stopped())?;
+        self.tx
+            .send(FlushWaiter::Notify(tx))
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
     fn flush_then(&self, callback: LogFlushed<TypeConfig>) -> io::Result<()> {
-        self.tx.send(FlushWaiter::Log(callback)).map_err(|_| stopped())
+        self.tx
+            .send(FlushWaiter::Log(callback))
+            .map_err(|_| stopped())
     }
 }
 
@@ -115,7 +117,11 @@ struct LogInner {
 
 impl LogStore {
     /// Opens a group's log from the backend's durable image.
-    pub fn open(group: GroupId, backend: SharedBackend, flusher: Flusher) -> Result<Self, StorageError> {
+    pub fn open(
+        group: GroupId,
+        backend: SharedBackend,
+        flusher: Flusher,
+    ) -> Result<Self, StorageError> {
         let image = backend.load(group).map_err(read_err)?;
         fn decode_meta<T: serde::de::DeserializeOwned>(
             image: &super::backend::GroupImage,
@@ -135,11 +141,19 @@ impl LogStore {
         for (index, bytes) in &image.entries {
             let entry: Entry = codec::decode(bytes, limits::FRAME_BYTES_MAX).map_err(read_err)?;
             if entry.log_id.index != *index {
-                return Err(read_err(io::Error::new(io::ErrorKind::InvalidData, "log entry stored under the wrong index")));
+                return Err(read_err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "log entry stored under the wrong index",
+                )));
             }
             inner.entries.insert(*index, entry);
         }
-        Ok(LogStore { group, backend, flusher, inner: Arc::new(Mutex::new(inner)) })
+        Ok(LogStore {
+            group,
+            backend,
+            flusher,
+            inner: Arc::new(Mutex::new(inner)),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
@@ -156,7 +170,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -165,8 +184,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let inner = self.lock();
-        let last = inner.entries.last_key_value().map(|(_, e)| e.log_id).or(inner.last_purged);
-        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+        let last = inner
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -180,7 +206,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Deliberately wrong (simulation teeth only): the vote is not made durable.
             return Ok(());
         }
-        self.flusher.flush().await.map_err(|e| StorageIOError::write_vote(&e).into())
+        self.flusher
+            .flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -198,13 +227,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let encoded = entries.iter().map(|e| (e.log_id.index, codec::encode(e))).collect();
+        let encoded = entries
+            .iter()
+            .map(|e| (e.log_id.index, codec::encode(e)))
+            .collect();
         self.write(WriteOp::Append(encoded))?;
         {
             let mut inner = self.lock();
@@ -286,7 +322,11 @@ impl StateMachineStore {
             machine.membership = file.meta.last_membership.clone();
             machine.snapshot = Some((file.meta, bytes));
         }
-        Ok(StateMachineStore { group, backend, inner: Arc::new(RwLock::new(machine)) })
+        Ok(StateMachineStore {
+            group,
+            backend,
+            inner: Arc::new(RwLock::new(machine)),
+        })
     }
 
     /// The shared state, for reads.
@@ -312,13 +352,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, m.built),
                 None => format!("0-0-{}", m.built),
             };
-            let meta = SnapshotMeta { last_log_id: last, last_membership: m.membership.clone(), snapshot_id };
-            let bytes = codec::encode(&SnapshotFile { meta: meta.clone(), state: m.state.to_image() });
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: m.membership.clone(),
+                snapshot_id,
+            };
+            let bytes = codec::encode(&SnapshotFile {
+                meta: meta.clone(),
+                state: m.state.to_image(),
+            });
             (meta, bytes)
         };
         self.persist(bytes.clone()).await?;
         self.inner.write().expect("state lock").snapshot = Some((meta.clone(), bytes.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -341,10 +391,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             m.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Normal(request) => m.state.apply(entry.log_id.index, &request),
-                EntryPayload::Blank => Response { server_time_ms: m.state.clock_ms(), outcome: Outcome::Noop },
+                EntryPayload::Blank => Response {
+                    server_time_ms: m.state.clock_ms(),
+                    outcome: Outcome::Noop,
+                },
                 EntryPayload::Membership(membership) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Response { server_time_ms: m.state.clock_ms(), outcome: Outcome::Noop }
+                    Response {
+                        server_time_ms: m.state.clock_ms(),
+                        outcome: Outcome::Noop,
+                    }
                 }
             };
             out.push(response);
@@ -360,11 +416,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let file = decode_snapshot(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let file = decode_snapshot(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         if file.meta.last_log_id != meta.last_log_id {
-            let e = io::Error::new(io::ErrorKind::InvalidData, "snapshot body does not match its metadata");
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot body does not match its metadata",
+            );
             return Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into());
         }
         self.persist(bytes.clone()).await?;
@@ -378,6 +442,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let m = self.inner.read().expect("state lock");
-        Ok(m.snapshot.as_ref().map(|(meta, bytes)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes.clone())) }))
+        Ok(m.snapshot.as_ref().map(|(meta, bytes)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(bytes.clone())),
+        }))
     }
 }

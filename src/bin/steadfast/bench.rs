@@ -16,7 +16,12 @@ use steadfast::{Client, SessionId};
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Cluster endpoints, comma separated.
-    #[arg(long, env = "STEADFAST_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
+    #[arg(
+        long,
+        env = "STEADFAST_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+    )]
     endpoints: Vec<String>,
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 64)]
@@ -46,12 +51,22 @@ fn histogram() -> Histogram<u64> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!((0.0..=1.0).contains(&args.read_ratio), "--read-ratio must be within 0..=1");
-    anyhow::ensure!(args.clients > 0 && args.sessions > 0, "--clients and --sessions must be positive");
-    let client = Client::connect(ClientConfig::new(args.endpoints.clone())).await.context("connecting")?;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.read_ratio),
+        "--read-ratio must be within 0..=1"
+    );
+    anyhow::ensure!(
+        args.clients > 0 && args.sessions > 0,
+        "--clients and --sessions must be positive"
+    );
+    let client = Client::connect(ClientConfig::new(args.endpoints.clone()))
+        .await
+        .context("connecting")?;
     let mut ids = Vec::with_capacity(args.sessions);
     for _ in 0..args.sessions {
-        let (id, _) = client.create(Attributes::new(), CreateOptions::default()).await?;
+        let (id, _) = client
+            .create(Attributes::new(), CreateOptions::default())
+            .await?;
         ids.push(id);
     }
     let ids: Arc<Vec<SessionId>> = Arc::new(ids);
@@ -63,7 +78,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (value_bytes, read_ratio) = (args.value_bytes, args.read_ratio);
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(worker as u64);
-            let mut tally = Tally { reads: histogram(), writes: histogram(), errors: 0 };
+            let mut tally = Tally {
+                reads: histogram(),
+                writes: histogram(),
+                errors: 0,
+            };
             while tokio::time::Instant::now() < stop {
                 let id = ids[rng.gen_range(0..ids.len())];
                 let read = rng.gen_bool(read_ratio);
@@ -72,10 +91,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     client.get(id).await.is_ok()
                 } else {
                     let value: Vec<u8> = (0..value_bytes).map(|_| rng.gen()).collect();
-                    client.update(id, Update::default().set("v", value)).await.is_ok()
+                    client
+                        .update(id, Update::default().set("v", value))
+                        .await
+                        .is_ok()
                 };
                 let micros = t0.elapsed().as_micros() as u64;
-                let h = if read { &mut tally.reads } else { &mut tally.writes };
+                let h = if read {
+                    &mut tally.reads
+                } else {
+                    &mut tally.writes
+                };
                 if ok {
                     h.saturating_record(micros.max(1));
                 } else {
@@ -85,7 +111,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tally
         }));
     }
-    let mut total = Tally { reads: histogram(), writes: histogram(), errors: 0 };
+    let mut total = Tally {
+        reads: histogram(),
+        writes: histogram(),
+        errors: 0,
+    };
     for t in tasks {
         let t = t.await?;
         total.reads.add(&t.reads)?;

@@ -18,7 +18,11 @@ use steadfast::{Client, SessionId};
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "steadfast", version, about = "A strongly consistent, Raft-replicated web-session store")]
+#[command(
+    name = "steadfast",
+    version,
+    about = "A strongly consistent, Raft-replicated web-session store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -97,7 +101,12 @@ struct UpArgs {
 #[derive(Args, Debug)]
 struct CtlArgs {
     /// Cluster endpoints, comma separated.
-    #[arg(long, env = "STEADFAST_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
+    #[arg(
+        long,
+        env = "STEADFAST_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+    )]
     endpoints: Vec<String>,
     /// Overall deadline per command, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
@@ -173,7 +182,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Cmd::Serve(args) => serve(args).await,
@@ -187,8 +198,10 @@ fn main() -> anyhow::Result<()> {
 fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     let mut table: toml::Table = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            text.parse().with_context(|| format!("parsing {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            text.parse()
+                .with_context(|| format!("parsing {}", path.display()))?
         }
         None => toml::Table::new(),
     };
@@ -216,18 +229,45 @@ fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     }
     let sub = |table: &mut toml::Table, section: &str, key: &str, v: Option<u64>| {
         if let Some(v) = v {
-            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(t) = entry {
                 t.insert(key.to_string(), toml::Value::Integer(v as i64));
             }
         }
     };
     sub(&mut table, "raft", "heartbeat_ms", args.heartbeat_ms);
-    sub(&mut table, "raft", "election_timeout_min_ms", args.election_timeout_min_ms);
-    sub(&mut table, "raft", "election_timeout_max_ms", args.election_timeout_max_ms);
-    sub(&mut table, "raft", "snapshot_every_logs", args.snapshot_every_logs);
-    sub(&mut table, "sessions", "idle_timeout_ms", args.idle_timeout_ms);
-    sub(&mut table, "sessions", "expire_tick_ms", args.expire_tick_ms);
+    sub(
+        &mut table,
+        "raft",
+        "election_timeout_min_ms",
+        args.election_timeout_min_ms,
+    );
+    sub(
+        &mut table,
+        "raft",
+        "election_timeout_max_ms",
+        args.election_timeout_max_ms,
+    );
+    sub(
+        &mut table,
+        "raft",
+        "snapshot_every_logs",
+        args.snapshot_every_logs,
+    );
+    sub(
+        &mut table,
+        "sessions",
+        "idle_timeout_ms",
+        args.idle_timeout_ms,
+    );
+    sub(
+        &mut table,
+        "sessions",
+        "expire_tick_ms",
+        args.expire_tick_ms,
+    );
     Ok(NodeConfig::from_toml(&toml::to_string(&table)?)?)
 }
 
@@ -235,8 +275,16 @@ fn parse_peers(items: &[String]) -> anyhow::Result<Vec<Peer>> {
     items
         .iter()
         .map(|item| {
-            let (id, addr) = item.split_once('=').with_context(|| format!("peer {item:?} is not id=addr"))?;
-            Ok(Peer { id: id.trim().parse().with_context(|| format!("peer id {id:?}"))?, addr: addr.trim().to_string() })
+            let (id, addr) = item
+                .split_once('=')
+                .with_context(|| format!("peer {item:?} is not id=addr"))?;
+            Ok(Peer {
+                id: id
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("peer id {id:?}"))?,
+                addr: addr.trim().to_string(),
+            })
         })
         .collect()
 }
@@ -278,8 +326,14 @@ async fn shutdown_signal() {
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
-    let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let addrs: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
+        .collect();
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -291,7 +345,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .args(["--id", &(i + 1).to_string(), "--listen", addr])
             .arg("--data-dir")
             .arg(&node_dir)
-            .args(["--peers", &peers.join(","), "--groups", &args.groups.to_string()])
+            .args([
+                "--peers",
+                &peers.join(","),
+                "--groups",
+                &args.groups.to_string(),
+            ])
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
@@ -300,17 +359,32 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         children.push(child);
     }
     let client = wait_ready(&addrs).await?;
-    println!("steadfast: local 3-node cluster is up ({} groups), data under {}", args.groups, dir.display());
+    println!(
+        "steadfast: local 3-node cluster is up ({} groups), data under {}",
+        args.groups,
+        dir.display()
+    );
     println!("endpoints: {}", addrs.join(","));
-    let (id, w) = client.create(Attributes::from([("demo".into(), b"hello".to_vec())]), CreateOptions::default()).await?;
+    let (id, w) = client
+        .create(
+            Attributes::from([("demo".into(), b"hello".to_vec())]),
+            CreateOptions::default(),
+        )
+        .await?;
     println!("demo session created: {id} (version {})", w.version);
     println!("try, in another terminal:");
     println!("  steadfast ctl status");
     println!("  steadfast ctl session create user=ann cart=book");
     println!("  steadfast ctl session get {id}");
-    println!("  steadfast ctl session put {id} cart=book,pen --if-version {}", w.version);
+    println!(
+        "  steadfast ctl session put {id} cart=book,pen --if-version {}",
+        w.version
+    );
     println!("  steadfast bench --clients 64 --duration-secs 10");
-    println!("node logs: {}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)", dir.display());
+    println!(
+        "node logs: {}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)",
+        dir.display()
+    );
     let mut exits = Vec::new();
     for c in children.iter_mut() {
         exits.push(c.wait());
@@ -328,7 +402,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn wait_ready(addrs: &[String]) -> anyhow::Result<Client> {
-    let client = Client::connect(ClientConfig::new(addrs.to_vec())).await.context("connecting to the local cluster")?;
+    let client = Client::connect(ClientConfig::new(addrs.to_vec()))
+        .await
+        .context("connecting to the local cluster")?;
     for _ in 0..200 {
         let statuses = client.status().await;
         let led: BTreeSet<u32> = statuses
@@ -350,7 +426,9 @@ fn parse_attrs(items: &[String]) -> anyhow::Result<Attributes> {
     items
         .iter()
         .map(|a| {
-            let (k, v) = a.split_once('=').with_context(|| format!("attribute {a:?} is not name=value"))?;
+            let (k, v) = a
+                .split_once('=')
+                .with_context(|| format!("attribute {a:?} is not name=value"))?;
             Ok((k.to_string(), v.as_bytes().to_vec()))
         })
         .collect()
@@ -362,7 +440,10 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     let client = Client::connect(config).await.context("connecting")?;
     match args.command {
         CtlCmd::Status => {
-            println!("{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} members", "group", "node", "role", "leader", "term", "last_log", "applied", "sessions");
+            println!(
+                "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} members",
+                "group", "node", "role", "leader", "term", "last_log", "applied", "sessions"
+            );
             for (addr, result) in client.status().await {
                 match result {
                     Ok(groups) => {
@@ -370,7 +451,15 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
                             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
                             println!(
                                 "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} {:?}",
-                                g.group.to_string(), g.node, g.role, opt(g.leader), g.term, opt(g.last_log_index), opt(g.applied_index), g.sessions, g.members
+                                g.group.to_string(),
+                                g.node,
+                                g.role,
+                                opt(g.leader),
+                                g.term,
+                                opt(g.last_log_index),
+                                opt(g.applied_index),
+                                g.sessions,
+                                g.members
                             );
                         }
                     }
@@ -385,7 +474,12 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
 
 async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
     match cmd {
-        SessionCmd::Create { attrs, id, idle_timeout_ms, lifetime_ms } => {
+        SessionCmd::Create {
+            attrs,
+            id,
+            idle_timeout_ms,
+            lifetime_ms,
+        } => {
             let options = CreateOptions {
                 idle_timeout: idle_timeout_ms.map(Duration::from_millis),
                 lifetime: lifetime_ms.map(Duration::from_millis),
@@ -402,7 +496,12 @@ async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
                 let attrs: serde_json::Map<String, serde_json::Value> = s
                     .attributes
                     .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(String::from_utf8_lossy(v).into_owned())))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+                        )
+                    })
                     .collect();
                 let out = serde_json::json!({
                     "id": id.to_string(), "version": s.version, "attributes": attrs,
@@ -414,7 +513,12 @@ async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
             }
             None => bail!("session {id} not found"),
         },
-        SessionCmd::Put { id, attrs, remove, if_version } => {
+        SessionCmd::Put {
+            id,
+            attrs,
+            remove,
+            if_version,
+        } => {
             let update = Update {
                 set: parse_attrs(&attrs)?,
                 remove: remove.into_iter().collect(),
@@ -435,4 +539,3 @@ async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

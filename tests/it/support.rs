@@ -1,0 +1,136 @@
+//! Real clusters for tests: `steadfast serve` processes on loopback ports with temp dirs, so a
+//! test can kill -9 a node and restart it on the same data.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use steadfast::client::ClientConfig;
+use steadfast::Client;
+
+/// Cluster tests run one at a time: each starts three processes on a two-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+pub struct Cluster {
+    pub addrs: Vec<String>,
+    dirs: Vec<PathBuf>,
+    procs: Vec<Option<Child>>,
+    groups: u32,
+    _root: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Cluster {
+    pub fn start(nodes: usize, groups: u32) -> Cluster {
+        let root = tempfile::tempdir().expect("tempdir");
+        let addrs: Vec<String> = (0..nodes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let dirs = (0..nodes)
+            .map(|i| root.path().join(format!("node{}", i + 1)))
+            .collect();
+        let mut c = Cluster {
+            addrs,
+            dirs,
+            procs: (0..nodes).map(|_| None).collect(),
+            groups,
+            _root: root,
+        };
+        for i in 0..nodes {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let peers: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| format!("{}={a}", j + 1))
+            .collect();
+        let log = std::fs::File::create(self.dirs[i].with_extension("log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .arg("serve")
+            .args(["--id", &(i + 1).to_string(), "--listen", &self.addrs[i]])
+            .arg("--data-dir")
+            .arg(&self.dirs[i])
+            .args([
+                "--peers",
+                &peers.join(","),
+                "--groups",
+                &self.groups.to_string(),
+            ])
+            .args([
+                "--heartbeat-ms",
+                "50",
+                "--election-timeout-min-ms",
+                "300",
+                "--election-timeout-max-ms",
+                "600",
+            ])
+            .args(["--snapshot-every-logs", "200", "--expire-tick-ms", "200"])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn steadfast serve");
+        self.procs[i] = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs, unsynced data is lost.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.procs[i].is_none(), "node {i} is still running");
+        self.spawn(i);
+    }
+
+    pub async fn client(&self) -> Client {
+        let mut config = ClientConfig::new(self.addrs.clone());
+        config.request_timeout = Duration::from_secs(20);
+        config.attempt_timeout = Duration::from_millis(1500);
+        Client::connect(config).await.expect("connect")
+    }
+
+    /// Waits until every group has a leader that all live replicas agree on; returns, per
+    /// group, the leader's node id.
+    pub async fn wait_leaders(&self, client: &Client) -> Vec<u64> {
+        for _ in 0..300 {
+            let mut leaders = vec![None; self.groups as usize];
+            for (_, status) in client.status().await {
+                for g in status.into_iter().flatten() {
+                    if g.role == "Leader" {
+                        leaders[g.group.0 as usize] = Some(g.node);
+                    }
+                }
+            }
+            if leaders.iter().all(Option::is_some) {
+                return leaders.into_iter().map(|l| l.expect("checked")).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("groups did not all elect a leader within 30 s");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
+    }
+}
