@@ -63,7 +63,7 @@
 //!   than the simulated time), so only a delete can make a created key disappear.
 //! * Ops of one group share one real-time clock for `invoke`/`complete`; ties count as concurrent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Bound::{Excluded, Unbounded};
 
@@ -94,12 +94,19 @@ pub struct Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
     /// Fails if the key exists or existed.
-    Create { value: u64 },
+    Create {
+        value: u64,
+    },
     Get,
     /// `expected = Some(v)`: succeed only if the current version is `v`.
-    Put { value: u64, expected: Option<u64> },
+    Put {
+        value: u64,
+        expected: Option<u64>,
+    },
     Touch,
-    Delete { expected: Option<u64> },
+    Delete {
+        expected: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +115,10 @@ pub enum Outcome {
     /// version of the delete itself.
     Ok { version: u64, server_time_ms: u64 },
     /// Get result; `None` = not found.
-    Read { found: Option<ReadValue>, server_time_ms: u64 },
+    Read {
+        found: Option<ReadValue>,
+        server_time_ms: u64,
+    },
     /// Create refused: key present or dead (tombstoned).
     Exists,
     /// Put/Touch/Delete on an absent or dead key.
@@ -225,37 +235,97 @@ pub enum Violation {
     /// The history itself is invalid (harness bug or impossible response shape).
     Malformed { op: u64, detail: String },
     /// Two writes of one group claim the same version (log index).
-    DuplicateVersion { group: u32, version: u64, first: u64, second: u64 },
+    DuplicateVersion {
+        group: u32,
+        version: u64,
+        first: u64,
+        second: u64,
+    },
     /// An op saw a version/value no write produced, or saw it before its write was invoked.
-    PhantomValue { key: u64, op: u64, version: u64, detail: String },
+    PhantomValue {
+        key: u64,
+        op: u64,
+        version: u64,
+        detail: String,
+    },
     /// A read saw a state that was superseded before the read was invoked.
-    StaleRead { key: u64, read: u64, witness: u64, detail: String },
+    StaleRead {
+        key: u64,
+        read: u64,
+        witness: u64,
+        detail: String,
+    },
     /// A read saw an older version than a read of the same key that finished before it began.
     NonMonotonicRead { key: u64, first: u64, second: u64 },
     /// A CAS succeeded although its expected version had been superseded.
-    LostUpdate { key: u64, write: u64, expected: u64, superseded_by: u64, detail: String },
+    LostUpdate {
+        key: u64,
+        write: u64,
+        expected: u64,
+        superseded_by: u64,
+        detail: String,
+    },
     /// Two CAS writes succeeded against the same expected version.
-    DoubleCasSuccess { key: u64, expected: u64, first: u64, second: u64 },
+    DoubleCasSuccess {
+        key: u64,
+        expected: u64,
+        first: u64,
+        second: u64,
+    },
     /// A create succeeded on a key that already existed.
-    DoubleCreate { key: u64, first: u64, second: u64, detail: String },
+    DoubleCreate {
+        key: u64,
+        first: u64,
+        second: u64,
+        detail: String,
+    },
     /// A key was present (or created) after it was deleted or observed dead.
-    Resurrection { key: u64, dead: u64, op: u64, detail: String },
+    Resurrection {
+        key: u64,
+        dead: u64,
+        op: u64,
+        detail: String,
+    },
     /// A key was present although no create can have preceded it.
     NeverCreated { key: u64, op: u64 },
     /// `earlier` completed before `later` was invoked, yet is ordered after it by version.
-    RealTimeOrder { group: u32, earlier: u64, later: u64, detail: String },
+    RealTimeOrder {
+        group: u32,
+        earlier: u64,
+        later: u64,
+        detail: String,
+    },
     /// A definite Exists/NotFound/not-found that no state during the op explains.
     FalseFailure { key: u64, op: u64, detail: String },
     /// A Conflict response whose `current` is impossible.
     ConflictLies { key: u64, op: u64, detail: String },
     /// A Get returned a session whose expiry is not after the server time.
-    ExpiredRead { key: u64, read: u64, server_time_ms: u64, expires_at_ms: u64 },
+    ExpiredRead {
+        key: u64,
+        read: u64,
+        server_time_ms: u64,
+        expires_at_ms: u64,
+    },
     /// The replicated clock went backwards between two ops ordered by real time or commit order.
-    TimeWentBackwards { group: u32, earlier: u64, later: u64, earlier_ms: u64, later_ms: u64 },
+    TimeWentBackwards {
+        group: u32,
+        earlier: u64,
+        later: u64,
+        earlier_ms: u64,
+        later_ms: u64,
+    },
     /// The final read after healing lost an acknowledged write (or delete, or create).
-    LostAcknowledgement { key: u64, write: u64, final_version: Option<u64> },
+    LostAcknowledgement {
+        key: u64,
+        write: u64,
+        final_version: Option<u64>,
+    },
     /// The final read after healing is impossible for another reason.
-    BadFinalRead { key: u64, witness: Option<u64>, detail: String },
+    BadFinalRead {
+        key: u64,
+        witness: Option<u64>,
+        detail: String,
+    },
 }
 
 impl Violation {
@@ -295,7 +365,11 @@ impl Violation {
             LostAcknowledgement { write, .. } => vec![*write],
             BadFinalRead { witness, .. } => witness.iter().copied().collect(),
             StaleRead { read, witness, .. } => vec![*read, *witness],
-            LostUpdate { write, superseded_by, .. } => vec![*write, *superseded_by],
+            LostUpdate {
+                write,
+                superseded_by,
+                ..
+            } => vec![*write, *superseded_by],
             Resurrection { dead, op, .. } => vec![*dead, *op],
             DuplicateVersion { first, second, .. }
             | NonMonotonicRead { first, second, .. }
@@ -313,41 +387,100 @@ impl fmt::Display for Violation {
         use Violation::*;
         match self {
             Malformed { op, detail } => write!(f, "malformed history at op {op}: {detail}"),
-            DuplicateVersion { group, version, first, second } => write!(
+            DuplicateVersion {
+                group,
+                version,
+                first,
+                second,
+            } => write!(
                 f,
-                "duplicate version: ops {first} and {second} both claim version {version} in group {group}"
+                "duplicate version: ops {first} and {second} both claim version {version} in \
+                 group {group}"
             ),
-            PhantomValue { key, op, version, detail } => {
-                write!(f, "phantom value: op {op} on key {key} saw version {version}: {detail}")
+            PhantomValue {
+                key,
+                op,
+                version,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "phantom value: op {op} on key {key} saw version {version}: {detail}"
+                )
             }
-            StaleRead { key, read, witness, detail } => {
-                write!(f, "stale read: op {read} on key {key} (witness op {witness}): {detail}")
+            StaleRead {
+                key,
+                read,
+                witness,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "stale read: op {read} on key {key} (witness op {witness}): {detail}"
+                )
             }
             NonMonotonicRead { key, first, second } => write!(
                 f,
-                "non-monotonic read on key {key}: op {second} began after op {first} finished but saw an older version"
+                "non-monotonic read on key {key}: op {second} began after op {first} finished \
+                 but saw an older version"
             ),
-            LostUpdate { key, write, expected, superseded_by, detail } => write!(
+            LostUpdate {
+                key,
+                write,
+                expected,
+                superseded_by,
+                detail,
+            } => write!(
                 f,
-                "lost update on key {key}: CAS op {write} expected version {expected}, superseded (op {superseded_by}): {detail}"
+                "lost update on key {key}: CAS op {write} expected version {expected}, \
+                 superseded (op {superseded_by}): {detail}"
             ),
-            DoubleCasSuccess { key, expected, first, second } => write!(
+            DoubleCasSuccess {
+                key,
+                expected,
+                first,
+                second,
+            } => write!(
                 f,
-                "double CAS success on key {key}: ops {first} and {second} both succeeded expecting version {expected}"
+                "double CAS success on key {key}: ops {first} and {second} both succeeded \
+                 expecting version {expected}"
             ),
-            DoubleCreate { key, first, second, detail } => {
-                write!(f, "double create of key {key} (ops {first}, {second}): {detail}")
+            DoubleCreate {
+                key,
+                first,
+                second,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "double create of key {key} (ops {first}, {second}): {detail}"
+                )
             }
-            Resurrection { key, dead, op, detail } => write!(
+            Resurrection {
+                key,
+                dead,
+                op,
+                detail,
+            } => write!(
                 f,
-                "resurrection of key {key}: op {op} found it alive after op {dead} showed it dead: {detail}"
+                "resurrection of key {key}: op {op} found it alive after op {dead} showed it \
+                 dead: {detail}"
             ),
             NeverCreated { key, op } => {
-                write!(f, "op {op} found key {key} present but no create can have preceded it")
+                write!(
+                    f,
+                    "op {op} found key {key} present but no create can have preceded it"
+                )
             }
-            RealTimeOrder { group, earlier, later, detail } => write!(
+            RealTimeOrder {
+                group,
+                earlier,
+                later,
+                detail,
+            } => write!(
                 f,
-                "real-time order violated in group {group}: op {earlier} finished before op {later} began: {detail}"
+                "real-time order violated in group {group}: op {earlier} finished before op \
+                 {later} began: {detail}"
             ),
             FalseFailure { key, op, detail } => {
                 write!(f, "false failure: op {op} on key {key}: {detail}")
@@ -355,20 +488,45 @@ impl fmt::Display for Violation {
             ConflictLies { key, op, detail } => {
                 write!(f, "lying conflict: op {op} on key {key}: {detail}")
             }
-            ExpiredRead { key, read, server_time_ms, expires_at_ms } => write!(
+            ExpiredRead {
+                key,
+                read,
+                server_time_ms,
+                expires_at_ms,
+            } => write!(
                 f,
-                "expired read: op {read} on key {key} returned a session expiring at {expires_at_ms} ms at server time {server_time_ms} ms"
+                "expired read: op {read} on key {key} returned a session expiring at \
+                 {expires_at_ms} ms at server time {server_time_ms} ms"
             ),
-            TimeWentBackwards { group, earlier, later, earlier_ms, later_ms } => write!(
+            TimeWentBackwards {
+                group,
+                earlier,
+                later,
+                earlier_ms,
+                later_ms,
+            } => write!(
                 f,
-                "server time went backwards in group {group}: op {earlier} at {earlier_ms} ms precedes op {later} at {later_ms} ms"
+                "server time went backwards in group {group}: op {earlier} at {earlier_ms} ms \
+                 precedes op {later} at {later_ms} ms"
             ),
-            LostAcknowledgement { key, write, final_version } => write!(
+            LostAcknowledgement {
+                key,
+                write,
+                final_version,
+            } => write!(
                 f,
-                "lost acknowledgement on key {key}: acknowledged op {write} is missing from the final state (final version {final_version:?})"
+                "lost acknowledgement on key {key}: acknowledged op {write} is missing from \
+                 the final state (final version {final_version:?})"
             ),
-            BadFinalRead { key, witness, detail } => {
-                write!(f, "impossible final read of key {key} (witness {witness:?}): {detail}")
+            BadFinalRead {
+                key,
+                witness,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "impossible final read of key {key} (witness {witness:?}): {detail}"
+                )
             }
         }
     }
@@ -421,7 +579,10 @@ pub fn check_final_reads_with(
 ) -> Result<(), Violation> {
     let groups = analyze(history, opts)?;
     for (key, fin) in final_reads {
-        match groups.iter().find_map(|g| g.keys.get(key).map(|ki| (g, ki))) {
+        match groups
+            .iter()
+            .find_map(|g| g.keys.get(key).map(|ki| (g, ki)))
+        {
             Some((g, ki)) => g.check_final(*key, ki, fin.as_ref())?,
             None => {
                 if let Some(rv) = fin {
@@ -454,10 +615,13 @@ fn analyze(history: &[Op], opts: CheckOptions) -> Result<Vec<Group<'_>>, Violati
 // ---------------------------------------------------------------------------------------------
 
 fn validate(history: &[Op]) -> Result<(), Violation> {
-    let mut ids = HashSet::new();
-    let mut key_group = HashMap::new();
+    let mut ids = BTreeSet::new();
+    let mut key_group = BTreeMap::new();
     for op in history {
-        let bad = |detail: &str| Violation::Malformed { op: op.id, detail: detail.to_string() };
+        let bad = |detail: &str| Violation::Malformed {
+            op: op.id,
+            detail: detail.to_string(),
+        };
         if !ids.insert(op.id) {
             return Err(bad("duplicate op id"));
         }
@@ -492,7 +656,9 @@ fn shape_error(op: &Op) -> Option<&'static str> {
     };
     let zero = match &op.outcome {
         Ok { version, .. } | Conflict { current: version } => *version == 0,
-        Read { found: Some(rv), .. } => rv.version == 0,
+        Read {
+            found: Some(rv), ..
+        } => rv.version == 0,
         _ => false,
     };
     if !fits {
@@ -527,25 +693,40 @@ struct Obs<'a> {
 
 fn observation(op: &Op) -> Option<Obs<'_>> {
     let (version, value, role) = match (&op.kind, &op.outcome) {
-        (OpKind::Get, Outcome::Read { found: Some(rv), .. }) => {
-            (rv.version, Some(rv.value), Role::Get)
-        }
+        (
+            OpKind::Get,
+            Outcome::Read {
+                found: Some(rv), ..
+            },
+        ) => (rv.version, Some(rv.value), Role::Get),
         (OpKind::Touch, Outcome::Ok { version, .. }) => (*version, None, Role::Touch),
         (_, Outcome::Conflict { current }) => (*current, None, Role::Conflict),
         (
-            OpKind::Put { expected: Some(e), .. } | OpKind::Delete { expected: Some(e) },
+            OpKind::Put {
+                expected: Some(e), ..
+            }
+            | OpKind::Delete { expected: Some(e) },
             Outcome::Ok { .. },
         ) => (*e, None, Role::CasExpected),
         _ => return None,
     };
-    Some(Obs { op, version, value, role })
+    Some(Obs {
+        op,
+        version,
+        value,
+        role,
+    })
 }
 
 impl Obs<'_> {
     /// The observation cannot be true; blame it in the terms of its op kind.
     fn misread(&self, detail: String) -> Violation {
         match self.role {
-            Role::Conflict => Violation::ConflictLies { key: self.op.key, op: self.op.id, detail },
+            Role::Conflict => Violation::ConflictLies {
+                key: self.op.key,
+                op: self.op.id,
+                detail,
+            },
             _ => Violation::PhantomValue {
                 key: self.op.key,
                 op: self.op.id,
@@ -588,7 +769,29 @@ struct KeyInfo<'a> {
 
 impl KeyInfo<'_> {
     fn next_version(&self, v: u64) -> u64 {
-        self.versions.range((Excluded(v), Unbounded)).next().copied().unwrap_or(NEVER)
+        self.versions
+            .range((Excluded(v), Unbounded))
+            .next()
+            .copied()
+            .unwrap_or(NEVER)
+    }
+
+    /// Whether Unknown delete `d` can have taken effect: a CAS delete needs the key to have
+    /// had its expected version, i.e. a known one or one an Unknown write might have produced.
+    fn may_delete(&self, d: &Op) -> bool {
+        match d.kind {
+            OpKind::Delete { expected: Some(e) } => {
+                self.versions.contains(&e)
+                    || !self.unknown_creates.is_empty()
+                    || !self.unknown_puts.is_empty()
+            }
+            _ => true,
+        }
+    }
+
+    /// Some definite op proves the key was created at some point.
+    fn surely_created(&self) -> bool {
+        !self.versions.is_empty() || self.ops.iter().any(|o| o.outcome == Outcome::Exists)
     }
 }
 
@@ -619,7 +822,12 @@ struct Group<'a> {
 
 impl<'a> Group<'a> {
     fn analyze(id: u32, ops: &[&'a Op], opts: CheckOptions) -> Result<Self, Violation> {
-        let mut g = Group { id, opts, versions: BTreeMap::new(), keys: BTreeMap::new() };
+        let mut g = Group {
+            id,
+            opts,
+            versions: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        };
         for &op in ops {
             check_local(op)?;
             g.index(op)?;
@@ -651,7 +859,9 @@ impl<'a> Group<'a> {
             (OpKind::Delete { .. }, Outcome::Ok { .. }) => ki.deletes.push(op),
             _ => {}
         }
-        let Some(v) = op.written_version() else { return Ok(()) };
+        let Some(v) = op.written_version() else {
+            return Ok(());
+        };
         ki.versions.insert(v);
         let info = VersionInfo {
             key: op.key,
@@ -687,12 +897,21 @@ impl<'a> Group<'a> {
                 merge_unexplained(self.id, u, &obs)?;
                 u.min_done = u.min_done.min(done);
             } else {
-                let u = Unexplained { key: obs.op.key, value: obs.value, first: obs, min_done: done };
+                let u = Unexplained {
+                    key: obs.op.key,
+                    value: obs.value,
+                    first: obs,
+                    min_done: done,
+                };
                 pending.insert(obs.version, u);
             }
-            self.keys.entry(obs.op.key).or_default().versions.insert(obs.version);
+            self.keys
+                .entry(obs.op.key)
+                .or_default()
+                .versions
+                .insert(obs.version);
         }
-        let mut attributed: HashMap<u64, u64> = HashMap::new();
+        let mut attributed: BTreeMap<u64, u64> = BTreeMap::new();
         for (v, u) in pending {
             let info = self.attribute(v, &u, &mut attributed)?;
             self.versions.insert(v, info);
@@ -709,7 +928,7 @@ impl<'a> Group<'a> {
         &self,
         v: u64,
         u: &Unexplained<'_>,
-        attributed: &mut HashMap<u64, u64>,
+        attributed: &mut BTreeMap<u64, u64>,
     ) -> Result<VersionInfo, Violation> {
         let ki = &self.keys[&u.key];
         // Only the key's first state can come from a create.
@@ -734,7 +953,8 @@ impl<'a> Group<'a> {
             witness = only.id;
             if let Some(other) = attributed.insert(only.id, v) {
                 return Err(u.first.misread(format!(
-                    "only unknown op {} could write it, but it must also have written version {other}",
+                    "only unknown op {} could write it, but it must also have written version \
+                     {other}",
                     only.id
                 )));
             }
@@ -769,7 +989,12 @@ impl<'a> Group<'a> {
     fn check_create_is_first(&self, key: u64, ki: &KeyInfo<'_>) -> Result<(), Violation> {
         if let [a, b, ..] = ki.creates[..] {
             let detail = "two creates succeeded".to_string();
-            return Err(Violation::DoubleCreate { key, first: a.id, second: b.id, detail });
+            return Err(Violation::DoubleCreate {
+                key,
+                first: a.id,
+                second: b.id,
+                detail,
+            });
         }
         let (Some(c), Some(&min)) = (ki.creates.first(), ki.versions.first()) else {
             return Ok(());
@@ -788,17 +1013,25 @@ impl<'a> Group<'a> {
 
     /// A successful CAS immediately follows its expected version in the key's version chain.
     fn check_cas_chain(&self, key: u64, ki: &KeyInfo<'_>) -> Result<(), Violation> {
-        let mut by_expected: HashMap<u64, u64> = HashMap::new();
+        let mut by_expected: BTreeMap<u64, u64> = BTreeMap::new();
         for op in &ki.ops {
             let (e, v) = match (&op.kind, &op.outcome) {
                 (
-                    OpKind::Put { expected: Some(e), .. } | OpKind::Delete { expected: Some(e) },
+                    OpKind::Put {
+                        expected: Some(e), ..
+                    }
+                    | OpKind::Delete { expected: Some(e) },
                     Outcome::Ok { version, .. },
                 ) => (*e, *version),
                 _ => continue,
             };
             if let Some(first) = by_expected.insert(e, op.id) {
-                return Err(Violation::DoubleCasSuccess { key, expected: e, first, second: op.id });
+                return Err(Violation::DoubleCasSuccess {
+                    key,
+                    expected: e,
+                    first,
+                    second: op.id,
+                });
             }
             let lost = |by: u64, detail: String| Violation::LostUpdate {
                 key,
@@ -808,7 +1041,10 @@ impl<'a> Group<'a> {
                 detail,
             };
             if e >= v {
-                return Err(lost(self.witness(e), format!("wrote version {v}, not newer than {e}")));
+                return Err(lost(
+                    self.witness(e),
+                    format!("wrote version {v}, not newer than {e}"),
+                ));
             }
             if let Some(&mid) = ki.versions.range((Excluded(e), Excluded(v))).next() {
                 let detail = format!("version {mid} came between {e} and its write {v}");
@@ -821,7 +1057,11 @@ impl<'a> Group<'a> {
 
 /// Checks that need no other op.
 fn check_local(op: &Op) -> Result<(), Violation> {
-    if let Outcome::Read { found: Some(rv), server_time_ms } = &op.outcome {
+    if let Outcome::Read {
+        found: Some(rv),
+        server_time_ms,
+    } = &op.outcome
+    {
         if *server_time_ms >= rv.expires_at_ms {
             return Err(Violation::ExpiredRead {
                 key: op.key,
@@ -832,13 +1072,20 @@ fn check_local(op: &Op) -> Result<(), Violation> {
         }
     }
     if let (
-        OpKind::Put { expected: Some(e), .. } | OpKind::Delete { expected: Some(e) },
+        OpKind::Put {
+            expected: Some(e), ..
+        }
+        | OpKind::Delete { expected: Some(e) },
         Outcome::Conflict { current },
     ) = (&op.kind, &op.outcome)
     {
         if current == e {
             let detail = format!("current version {current} equals the expected version");
-            return Err(Violation::ConflictLies { key: op.key, op: op.id, detail });
+            return Err(Violation::ConflictLies {
+                key: op.key,
+                op: op.id,
+                detail,
+            });
         }
     }
     Ok(())
@@ -848,11 +1095,17 @@ fn check_local(op: &Op) -> Result<(), Violation> {
 fn check_known_observation(obs: &Obs<'_>, info: &VersionInfo) -> Result<(), Violation> {
     let v = obs.version;
     if info.key != obs.op.key {
-        let detail = format!("version {v} was written to key {} by op {}", info.key, info.witness);
+        let detail = format!(
+            "version {v} was written to key {} by op {}",
+            info.key, info.witness
+        );
         return Err(obs.misread(detail));
     }
     if info.deleted {
-        return Err(obs.misread(format!("version {v} is the key's deletion (op {})", info.witness)));
+        return Err(obs.misread(format!(
+            "version {v} is the key's deletion (op {})",
+            info.witness
+        )));
     }
     if let (Some(seen), Some(written)) = (obs.value, info.value) {
         if seen != written {
@@ -891,7 +1144,11 @@ fn check_created(key: u64, ki: &KeyInfo<'_>) -> Result<(), Violation> {
     if !ki.creates.is_empty() {
         return Ok(());
     }
-    for op in ki.ops.iter().filter(|op| op.is_definite() && op.proves_present()) {
+    for op in ki
+        .ops
+        .iter()
+        .filter(|op| op.is_definite() && op.proves_present())
+    {
         let done = op.effective_complete();
         if !ki.unknown_creates.iter().any(|c| c.invoke <= done) {
             return Err(Violation::NeverCreated { key, op: op.id });
@@ -901,56 +1158,126 @@ fn check_created(key: u64, ki: &KeyInfo<'_>) -> Result<(), Violation> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Position windows: real time against versions
+// Position windows: real time and server clocks against versions
 // ---------------------------------------------------------------------------------------------
 
-/// For each item, the maximum of `val` over items that completed strictly before it was invoked
-/// (they precede it in every linearization), with the index of the item attaining it.
-fn max_completed_before(
+/// Why one op must precede another in every linearization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Because {
+    /// The first completed before the second was invoked.
+    RealTime,
+    /// The first reported a strictly smaller server time (the clock never decreases).
+    Clock,
+}
+
+/// A limit on an op's position and who forces it: an item index for floors (the checks need the
+/// preceding item), an op id for ceilings (the following write may be an Unknown op).
+#[derive(Debug, Clone, Copy)]
+struct Limit<W> {
+    version: u64,
+    by: W,
+    because: Because,
+}
+
+/// Keeps the larger (`max`) or smaller limit; real time wins ties because it is the plainer story.
+fn pick_bound<W>(a: Option<Limit<W>>, b: Option<Limit<W>>, max: bool) -> Option<Limit<W>> {
+    match (a, b) {
+        (Some(x), Some(y)) if (y.version > x.version) == max && y.version != x.version => Some(y),
+        (Some(x), _) => Some(x),
+        (None, y) => y,
+    }
+}
+
+/// For each item, the maximum of `val` over items that must precede it: completed strictly
+/// before it was invoked (real time), or stamped with a strictly smaller server time (clock).
+fn max_preceding(
     items: &[Item<'_>],
     val: impl Fn(&Item<'_>) -> Option<u64>,
-) -> Vec<Option<(u64, usize)>> {
+) -> Vec<Option<Limit<usize>>> {
+    let mut out = vec![None; items.len()];
+    // Real time: sweep invocations while admitting completions.
     let mut by_invoke: Vec<usize> = (0..items.len()).collect();
     by_invoke.sort_by_key(|&i| items[i].op.invoke);
     let mut by_done: Vec<usize> = (0..items.len()).collect();
     by_done.sort_by_key(|&i| items[i].op.effective_complete());
-    let mut out = vec![None; items.len()];
-    let (mut next, mut best): (usize, Option<(u64, usize)>) = (0, None);
+    let mut best: Option<Limit<usize>> = None;
+    let mut next = 0;
     for &i in &by_invoke {
-        while next < by_done.len() && items[by_done[next]].op.effective_complete() < items[i].op.invoke {
+        while next < by_done.len()
+            && items[by_done[next]].op.effective_complete() < items[i].op.invoke
+        {
             let j = by_done[next];
-            if let Some(x) = val(&items[j]) {
-                if best.is_none_or(|(b, _)| x > b) {
-                    best = Some((x, j));
-                }
-            }
+            let cand = val(&items[j]).map(|version| Limit {
+                version,
+                by: j,
+                because: Because::RealTime,
+            });
+            best = pick_bound(best, cand, true);
             next += 1;
         }
         out[i] = best;
     }
+    // Clock: sweep timed items by time, admitting a time only once it is strictly smaller.
+    let mut by_time: Vec<(u64, usize)> = (0..items.len())
+        .filter_map(|i| Some((items[i].op.server_time_ms()?, i)))
+        .collect();
+    by_time.sort();
+    let (mut best, mut admitted): (Option<Limit<usize>>, usize) = (None, 0);
+    for k in 0..by_time.len() {
+        while by_time[admitted].0 < by_time[k].0 {
+            let j = by_time[admitted].1;
+            let cand = val(&items[j]).map(|version| Limit {
+                version,
+                by: j,
+                because: Because::Clock,
+            });
+            best = pick_bound(best, cand, true);
+            admitted += 1;
+        }
+        let i = by_time[k].1;
+        out[i] = pick_bound(out[i], best, true);
+    }
     out
 }
 
-/// For each item, the smallest version written by an op invoked strictly after the item
-/// completed (that write follows the item in every linearization), with the writer's witness.
-/// `writes` holds (earliest possible invocation, version, witness).
-fn min_written_after(items: &[Item<'_>], writes: &[(u64, u64, u64)]) -> Vec<Option<(u64, u64)>> {
+/// For each item, the smallest version written by an op that must follow it: invoked strictly
+/// after the item completed, or (acknowledged writes) stamped with a strictly larger server time.
+/// `writes` holds (earliest possible invocation, version, witness op id, server time if known).
+fn min_following(
+    items: &[Item<'_>],
+    writes: &[(u64, u64, u64, Option<u64>)],
+) -> Vec<Option<Limit<u64>>> {
+    let mut out = vec![None; items.len()];
+    let bound = |w: &(u64, u64, u64, Option<u64>), because| Limit {
+        version: w.1,
+        by: w.2,
+        because,
+    };
     let mut by_done: Vec<usize> = (0..items.len()).collect();
     by_done.sort_by_key(|&i| std::cmp::Reverse(items[i].op.effective_complete()));
-    let mut by_invoke: Vec<&(u64, u64, u64)> = writes.iter().collect();
+    let mut by_invoke: Vec<_> = writes.iter().collect();
     by_invoke.sort_by_key(|w| std::cmp::Reverse(w.0));
-    let mut out = vec![None; items.len()];
-    let (mut next, mut best): (usize, Option<(u64, u64)>) = (0, None);
+    let (mut best, mut next): (Option<Limit<u64>>, usize) = (None, 0);
     for &i in &by_done {
-        let done = items[i].op.effective_complete();
-        while next < by_invoke.len() && by_invoke[next].0 > done {
-            let (_, v, w) = *by_invoke[next];
-            if best.is_none_or(|(b, _)| v < b) {
-                best = Some((v, w));
-            }
+        while next < by_invoke.len() && by_invoke[next].0 > items[i].op.effective_complete() {
+            best = pick_bound(best, Some(bound(by_invoke[next], Because::RealTime)), false);
             next += 1;
         }
         out[i] = best;
+    }
+    let mut by_time: Vec<_> = writes.iter().filter(|w| w.3.is_some()).collect();
+    by_time.sort_by_key(|w| std::cmp::Reverse(w.3));
+    let mut timed: Vec<(u64, usize)> = (0..items.len())
+        .filter_map(|i| Some((items[i].op.server_time_ms()?, i)))
+        .collect();
+    timed.sort_by_key(|&(t, _)| std::cmp::Reverse(t));
+    let (mut best, mut next): (Option<Limit<u64>>, usize) = (None, 0);
+    for (t, i) in timed {
+        while next < by_time.len() && by_time[next].3 > Some(t) {
+            best = pick_bound(best, Some(bound(by_time[next], Because::Clock)), false);
+            next += 1;
+        }
+        out[i] = pick_bound(out[i], best, false);
     }
     out
 }
@@ -961,28 +1288,68 @@ impl<'a> Group<'a> {
         let item = |op: &'a Op| {
             let ki = &self.keys[&op.key];
             if let Some(v) = op.written_version() {
-                return Item { op, lo: v, ub: v.saturating_add(1), observed: None };
+                return Item {
+                    op,
+                    lo: v,
+                    ub: v.saturating_add(1),
+                    observed: None,
+                };
             }
             if let Some(obs) = observation(op) {
                 let v = obs.version;
-                return Item { op, lo: v, ub: ki.next_version(v), observed: Some(v) };
+                return Item {
+                    op,
+                    lo: v,
+                    ub: ki.next_version(v),
+                    observed: Some(v),
+                };
             }
             // Refused as existing: the create happened first.
             let created = ki.creates.first().and_then(|c| c.written_version());
-            let lo = if op.outcome == Outcome::Exists { created.unwrap_or(0) } else { 0 };
-            Item { op, lo, ub: NEVER, observed: None }
+            let lo = if op.outcome == Outcome::Exists {
+                created.unwrap_or(0)
+            } else {
+                0
+            };
+            Item {
+                op,
+                lo,
+                ub: NEVER,
+                observed: None,
+            }
         };
-        ops.iter().filter(|op| op.is_definite()).map(|&op| item(op)).collect()
+        ops.iter()
+            .filter(|op| op.is_definite())
+            .map(|&op| item(op))
+            .collect()
     }
 
     fn check_windows(&mut self, ops: &[&'a Op]) -> Result<(), Violation> {
         let items = self.items(ops);
-        let floor = max_completed_before(&items, |it| (it.lo > 0).then_some(it.lo));
-        let writes: Vec<(u64, u64, u64)> =
-            self.versions.iter().map(|(&v, i)| (i.writer_invoke, v, i.witness)).collect();
-        let ceil = min_written_after(&items, &writes);
-        let lo: Vec<u64> =
-            items.iter().zip(&floor).map(|(it, f)| it.lo.max(f.map_or(0, |f| f.0))).collect();
+        let floor = max_preceding(&items, |it| (it.lo > 0).then_some(it.lo));
+        let times: BTreeMap<u64, u64> = ops
+            .iter()
+            .filter_map(|o| Some((o.id, o.server_time_ms()?)))
+            .collect();
+        let time_of = |id: u64| times.get(&id).copied();
+        let writes: Vec<(u64, u64, u64, Option<u64>)> = self
+            .versions
+            .iter()
+            .map(|(&v, i)| {
+                (
+                    i.writer_invoke,
+                    v,
+                    i.witness,
+                    if i.acked { time_of(i.witness) } else { None },
+                )
+            })
+            .collect();
+        let ceil = min_following(&items, &writes);
+        let lo: Vec<u64> = items
+            .iter()
+            .zip(&floor)
+            .map(|(it, f)| it.lo.max(f.map_or(0, |f| f.version)))
+            .collect();
         self.check_resurrections(&items, &lo)?;
         for (it, c) in items.iter().zip(&ceil) {
             self.check_future(it, *c)?;
@@ -991,70 +1358,124 @@ impl<'a> Group<'a> {
             self.check_past(it, *f, &items)?;
         }
         for ((it, &lo), c) in items.iter().zip(&lo).zip(&ceil) {
-            self.check_absence(it, lo, c.map_or(NEVER, |c| c.0))?;
+            self.check_absence(it, lo, c.map_or(NEVER, |c| c.version))?;
         }
         self.check_times(&items, &lo)
     }
 
     /// Dead is forever: nothing may find the key alive after an op proved it dead.
     fn check_resurrections(&mut self, items: &[Item<'a>], lo: &[u64]) -> Result<(), Violation> {
+        // Per key: earliest completion and smallest clock among ops proving it dead.
+        let mut clock_proof: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for (it, &lo) in items.iter().zip(lo) {
             let ki = self.keys.get_mut(&it.op.key).expect("indexed");
             // A not-found positioned after a version of the key existed means dead, not absent.
             let created = ki.versions.first().is_some_and(|&m| lo >= m);
-            let is_delete = matches!(it.op.kind, OpKind::Delete { .. }) && it.op.written_version().is_some();
+            let is_delete =
+                matches!(it.op.kind, OpKind::Delete { .. }) && it.op.written_version().is_some();
             if is_delete || (it.op.saw_absence() && created) {
                 let proof = (it.op.effective_complete(), it.op.id);
                 ki.dead_proof = Some(ki.dead_proof.map_or(proof, |p| p.min(proof)));
+                if let Some(t) = it.op.server_time_ms() {
+                    let e = clock_proof.entry(it.op.key).or_insert((t, it.op.id));
+                    *e = (*e).min((t, it.op.id));
+                }
             }
         }
         let dead_at = |key: u64| self.keys[&key].dead_proof;
         for it in items.iter().filter(|it| it.op.needs_live_key()) {
-            if let Some((done, dead)) = dead_at(it.op.key).filter(|&(d, _)| it.op.invoke > d) {
-                let detail = format!("invoked at {} after the key was dead at {done}", it.op.invoke);
-                return Err(Violation::Resurrection { key: it.op.key, dead, op: it.op.id, detail });
+            let key = it.op.key;
+            if let Some((done, dead)) = dead_at(key).filter(|&(d, _)| it.op.invoke > d) {
+                let detail = format!(
+                    "invoked at {} after the key was dead at {done}",
+                    it.op.invoke
+                );
+                return Err(Violation::Resurrection {
+                    key,
+                    dead,
+                    op: it.op.id,
+                    detail,
+                });
+            }
+            let t = it.op.server_time_ms();
+            if let Some(&(dt, dead)) = clock_proof.get(&key).filter(|&&(dt, _)| t > Some(dt)) {
+                let detail = format!("server time {t:?} ms is after the key was dead at {dt} ms");
+                return Err(Violation::Resurrection {
+                    key,
+                    dead,
+                    op: it.op.id,
+                    detail,
+                });
             }
         }
         for (v, info) in self.versions.iter().filter(|(_, i)| !i.acked) {
             if let Some((done, dead)) = dead_at(info.key).filter(|&(d, _)| info.writer_invoke > d) {
                 let detail = format!("version {v} was written by an op invoked after {done}");
-                return Err(Violation::Resurrection { key: info.key, dead, op: info.witness, detail });
+                return Err(Violation::Resurrection {
+                    key: info.key,
+                    dead,
+                    op: info.witness,
+                    detail,
+                });
             }
         }
         Ok(())
     }
 
-    /// An op cannot reflect a write invoked after it completed.
-    fn check_future(&self, it: &Item<'_>, ceil: Option<(u64, u64)>) -> Result<(), Violation> {
-        let Some((c, w)) = ceil.filter(|&(c, _)| it.lo > 0 && it.lo >= c) else { return Ok(()) };
-        let op = it.op;
+    /// An op cannot reflect a write that must follow it.
+    fn check_future(&self, it: &Item<'_>, ceil: Option<Limit<u64>>) -> Result<(), Violation> {
+        let Some(b) = ceil.filter(|b| it.lo > 0 && it.lo >= b.version) else {
+            return Ok(());
+        };
+        let (op, c, w) = (it.op, b.version, b.by);
+        if b.because == Because::Clock {
+            // `w` is an acknowledged write stamped later than `op`, yet ordered before it.
+            return Err(self.clock_back(w, op.id));
+        }
         if it.observed == Some(c) {
             let obs = observation(op).expect("observer");
-            return Err(obs.misread(format!("its write (op {w}) was invoked after op {} completed", op.id)));
+            let detail = format!(
+                "its write (op {w}) was invoked after op {} completed",
+                op.id
+            );
+            return Err(obs.misread(detail));
         }
         if op.outcome == Outcome::Exists {
             let detail = format!("refused, but version {c} (op {w}) and the create came after it");
-            return Err(Violation::FalseFailure { key: op.key, op: op.id, detail });
+            return Err(Violation::FalseFailure {
+                key: op.key,
+                op: op.id,
+                detail,
+            });
         }
         Err(Violation::RealTimeOrder {
             group: self.id,
             earlier: op.id,
             later: w,
-            detail: format!("the first reflects version {} but the second wrote {c}", it.lo),
+            detail: format!(
+                "the first reflects version {} but the second wrote {c}",
+                it.lo
+            ),
         })
     }
 
-    /// An op's window must not be closed by ops that completed before it began.
+    /// An op's window must not be closed by ops that precede it.
     fn check_past(
         &self,
         it: &Item<'_>,
-        floor: Option<(u64, usize)>,
+        floor: Option<Limit<usize>>,
         items: &[Item<'_>],
     ) -> Result<(), Violation> {
-        let Some((f, p)) = floor.filter(|&(f, _)| f >= it.ub) else { return Ok(()) };
-        let (op, prev) = (it.op, items[p].op);
+        let Some(b) = floor.filter(|b| b.version >= it.ub) else {
+            return Ok(());
+        };
+        let (op, prev, f) = (it.op, items[b.by].op, b.version);
         let key = op.key;
         if op.written_version().is_some() {
+            if b.because == Because::Clock {
+                // `op` is earlier in commit order but stamped later than `prev`.
+                return Err(self.clock_back(op.id, prev.id));
+            }
             return Err(Violation::RealTimeOrder {
                 group: self.id,
                 earlier: prev.id,
@@ -1062,21 +1483,50 @@ impl<'a> Group<'a> {
                 detail: format!("the first reflects version {f}, the second wrote {}", it.lo),
             });
         }
+        let why = match b.because {
+            Because::RealTime => "before it began",
+            Because::Clock => "at an earlier server time",
+        };
         let detail = format!(
-            "saw version {} superseded by version {} before it began; op {} reflects version {f}",
+            "saw version {} superseded by version {} {why}; op {} reflects version {f}",
             it.lo, it.ub, prev.id
         );
         match op.kind {
-            OpKind::Get if prev.key == key && items[p].observed.is_some() => {
-                Err(Violation::NonMonotonicRead { key, first: prev.id, second: op.id })
+            OpKind::Get if prev.key == key && items[b.by].observed.is_some() => {
+                Err(Violation::NonMonotonicRead {
+                    key,
+                    first: prev.id,
+                    second: op.id,
+                })
             }
-            OpKind::Get | OpKind::Touch => {
-                Err(Violation::StaleRead { key, read: op.id, witness: prev.id, detail })
-            }
-            _ => Err(Violation::ConflictLies { key, op: op.id, detail }),
+            OpKind::Get | OpKind::Touch => Err(Violation::StaleRead {
+                key,
+                read: op.id,
+                witness: prev.id,
+                detail,
+            }),
+            _ => Err(Violation::ConflictLies {
+                key,
+                op: op.id,
+                detail,
+            }),
         }
     }
 
+    /// `earlier` precedes `later` in the order but carries a larger server time.
+    fn clock_back(&self, earlier: u64, later: u64) -> Violation {
+        let ms = |id: u64| {
+            let op = self.keys.values().flat_map(|k| &k.ops).find(|o| o.id == id);
+            op.and_then(|o| o.server_time_ms()).unwrap_or(0)
+        };
+        Violation::TimeWentBackwards {
+            group: self.id,
+            earlier,
+            later,
+            earlier_ms: ms(earlier),
+            later_ms: ms(later),
+        }
+    }
     /// A refusal or not-found needs a moment in its window where the key was in a state that
     /// explains it. `lo..hi` bounds the op's position.
     fn check_absence(&self, it: &Item<'_>, lo: u64, hi: u64) -> Result<(), Violation> {
@@ -1092,7 +1542,11 @@ impl<'a> Group<'a> {
                 return Ok(());
             }
             let detail = "create refused, but no other create can precede it".to_string();
-            return Err(Violation::FalseFailure { key: op.key, op: op.id, detail });
+            return Err(Violation::FalseFailure {
+                key: op.key,
+                op: op.id,
+                detail,
+            });
         }
         if !op.saw_absence() {
             return Ok(());
@@ -1104,20 +1558,34 @@ impl<'a> Group<'a> {
         let death = match ki.deletes.first().and_then(|d| d.written_version()) {
             Some(dv) => dv < hi,
             None => {
-                self.opts.sessions_may_expire || ki.unknown_deletes.iter().any(|d| d.invoke <= done)
+                self.opts.sessions_may_expire
+                    || ki
+                        .unknown_deletes
+                        .iter()
+                        .any(|d| d.invoke <= done && ki.may_delete(d))
             }
         };
         if absent || (all_before && death) {
             return Ok(());
         }
         let detail = format!(
-            "found nothing, but version {} existed and no delete fits before it (position >= {lo}, < {hi})",
+            "found nothing, but version {} existed and no delete fits before it (position >= \
+             {lo}, < {hi})",
             ki.versions.first().copied().unwrap_or(0)
         );
         let witness = self.witness(ki.versions.first().copied().unwrap_or(0));
         match op.kind {
-            OpKind::Get => Err(Violation::StaleRead { key: op.key, read: op.id, witness, detail }),
-            _ => Err(Violation::FalseFailure { key: op.key, op: op.id, detail }),
+            OpKind::Get => Err(Violation::StaleRead {
+                key: op.key,
+                read: op.id,
+                witness,
+                detail,
+            }),
+            _ => Err(Violation::FalseFailure {
+                key: op.key,
+                op: op.id,
+                detail,
+            }),
         }
     }
 
@@ -1132,12 +1600,12 @@ impl<'a> Group<'a> {
                 later_ms,
             })
         };
-        // Real-time order.
-        let floor = max_completed_before(items, |it| it.op.server_time_ms());
+        // Real-time order (clock-ordered predecessors have smaller times by definition).
+        let floor = max_preceding(items, |it| it.op.server_time_ms());
         for (it, f) in items.iter().zip(&floor) {
-            if let (Some(t), Some((pt, p))) = (it.op.server_time_ms(), *f) {
-                if t < pt {
-                    return back(items[p].op, it.op, pt, t);
+            if let (Some(t), Some(b)) = (it.op.server_time_ms(), *f) {
+                if t < b.version {
+                    return back(items[b.by].op, it.op, b.version, t);
                 }
             }
         }
@@ -1154,7 +1622,10 @@ impl<'a> Group<'a> {
         }
         // Observers sit between the writes their windows put before and after them.
         for (it, &lo) in items.iter().zip(lo) {
-            let Some(t) = it.op.server_time_ms().filter(|_| it.op.written_version().is_none())
+            let Some(t) = it
+                .op
+                .server_time_ms()
+                .filter(|_| it.op.written_version().is_none())
             else {
                 continue;
             };
@@ -1176,8 +1647,18 @@ impl<'a> Group<'a> {
 // ---------------------------------------------------------------------------------------------
 
 impl Group<'_> {
-    fn check_final(&self, key: u64, ki: &KeyInfo<'_>, fin: Option<&ReadValue>) -> Result<(), Violation> {
-        let max_acked = ki.versions.iter().rev().find(|v| self.versions[v].acked).copied();
+    fn check_final(
+        &self,
+        key: u64,
+        ki: &KeyInfo<'_>,
+        fin: Option<&ReadValue>,
+    ) -> Result<(), Violation> {
+        let max_acked = ki
+            .versions
+            .iter()
+            .rev()
+            .find(|v| self.versions[v].acked)
+            .copied();
         let lost = |v: u64, fv: Option<u64>| Violation::LostAcknowledgement {
             key,
             write: self.witness(v),
@@ -1189,18 +1670,32 @@ impl Group<'_> {
         }
         let Some(rv) = fin else {
             let death = !ki.deletes.is_empty()
-                || !ki.unknown_deletes.is_empty()
+                || ki.unknown_deletes.iter().any(|d| ki.may_delete(d))
                 || self.opts.sessions_may_expire;
-            return match (death, max_acked, ki.versions.last()) {
-                (true, _, _) | (false, None, None) => Ok(()),
-                (false, Some(v), _) => Err(lost(v, None)),
-                (false, None, Some(&v)) => Err(self.bad_final(key, v, "key existed, final read found nothing")),
+            if death || !ki.surely_created() {
+                return Ok(());
+            }
+            let Some(v) = max_acked.or(ki.versions.last().copied()) else {
+                let detail = "a create was refused as existing, final read found nothing".into();
+                return Err(Violation::BadFinalRead {
+                    key,
+                    witness: None,
+                    detail,
+                });
+            };
+            return match max_acked {
+                Some(_) => Err(lost(v, None)),
+                None => Err(self.bad_final(key, v, "key existed, final read found nothing")),
             };
         };
         let v = rv.version;
         if let Some((_, dead)) = ki.dead_proof {
             let detail = format!("op {dead} proved the key dead, final read found version {v}");
-            return Err(Violation::BadFinalRead { key, witness: Some(dead), detail });
+            return Err(Violation::BadFinalRead {
+                key,
+                witness: Some(dead),
+                detail,
+            });
         }
         if let Some(acked) = max_acked.filter(|&a| a > v) {
             return Err(lost(acked, Some(v)));
@@ -1212,10 +1707,19 @@ impl Group<'_> {
     }
 
     /// The final version/value must have been written to this key.
-    fn check_final_value(&self, key: u64, ki: &KeyInfo<'_>, rv: &ReadValue) -> Result<(), Violation> {
+    fn check_final_value(
+        &self,
+        key: u64,
+        ki: &KeyInfo<'_>,
+        rv: &ReadValue,
+    ) -> Result<(), Violation> {
         if let Some(info) = self.versions.get(&rv.version) {
             if info.key != key || info.deleted || info.value.is_some_and(|x| x != rv.value) {
-                return Err(self.bad_final(key, rv.version, "final value does not match its write"));
+                return Err(self.bad_final(
+                    key,
+                    rv.version,
+                    "final value does not match its write",
+                ));
             }
             return Ok(());
         }
@@ -1234,7 +1738,10 @@ impl Group<'_> {
         Err(Violation::BadFinalRead {
             key,
             witness: None,
-            detail: format!("no write produced version {} with value {}", rv.version, rv.value),
+            detail: format!(
+                "no write produced version {} with value {}",
+                rv.version, rv.value
+            ),
         })
     }
 
@@ -1252,7 +1759,7 @@ impl Group<'_> {
 // ---------------------------------------------------------------------------------------------
 
 /// Sequential state of one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyState {
     Absent,
     Present { version: u64, value: u64 },
@@ -1269,12 +1776,13 @@ impl KeyState {
 
     /// Present, and at the expected version if the op is a CAS.
     fn admits(self, expected: Option<u64>) -> bool {
-        self.version().is_some_and(|v| expected.is_none_or(|e| e == v))
+        self.version()
+            .is_some_and(|v| expected.is_none_or(|e| e == v))
     }
 }
 
 /// Sequential state of one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SeqState {
     keys: BTreeMap<u64, KeyState>,
     last_version: u64,
@@ -1288,7 +1796,10 @@ impl SeqState {
 
     /// A response's clock reading at this point of the order.
     fn at_time(&self, t: u64) -> Option<SeqState> {
-        (t >= self.last_time).then(|| SeqState { last_time: t, ..self.clone() })
+        (t >= self.last_time).then(|| SeqState {
+            last_time: t,
+            ..self.clone()
+        })
     }
 
     /// A write taking version `v`: versions strictly increase across the group.
@@ -1321,7 +1832,9 @@ pub fn brute_force_linearizable_with(history: &[Op], opts: CheckOptions) -> bool
     }
     let mut groups: BTreeMap<u32, Vec<&Op>> = BTreeMap::new();
     // Unknown Gets and Touches change nothing the spec tracks.
-    let matters = |op: &&Op| op.is_definite() || op.written_value().is_some() || matches!(op.kind, OpKind::Delete { .. });
+    let matters = |op: &&Op| {
+        op.is_definite() || op.written_value().is_some() || matches!(op.kind, OpKind::Delete { .. })
+    };
     for op in history.iter().filter(matters) {
         groups.entry(op.group).or_default().push(op);
     }
@@ -1334,7 +1847,7 @@ struct Search<'a> {
     /// Every version named anywhere: what an Unknown write may need to have taken.
     mentioned: BTreeSet<u64>,
     may_expire: bool,
-    failed: HashSet<(u64, SeqState)>,
+    failed: BTreeSet<(u64, SeqState)>,
 }
 
 impl<'a> Search<'a> {
@@ -1346,16 +1859,27 @@ impl<'a> Search<'a> {
                 Outcome::Ok { version, .. } | Outcome::Conflict { current: version } => {
                     mentioned.insert(*version);
                 }
-                Outcome::Read { found: Some(rv), .. } => {
+                Outcome::Read {
+                    found: Some(rv), ..
+                } => {
                     mentioned.insert(rv.version);
                 }
                 _ => {}
             }
-            if let OpKind::Put { expected: Some(e), .. } | OpKind::Delete { expected: Some(e) } = op.kind {
+            if let OpKind::Put {
+                expected: Some(e), ..
+            }
+            | OpKind::Delete { expected: Some(e) } = op.kind
+            {
                 mentioned.insert(e);
             }
         }
-        Search { ops, mentioned, may_expire: opts.sessions_may_expire, failed: HashSet::new() }
+        Search {
+            ops,
+            mentioned,
+            may_expire: opts.sessions_may_expire,
+            failed: BTreeSet::new(),
+        }
     }
 
     fn run(&mut self) -> bool {
@@ -1437,30 +1961,83 @@ impl<'a> Search<'a> {
         }
         let (key, cur) = (op.key, st.key(op.key));
         let next = match (&op.kind, &op.outcome) {
-            (Create { value }, Ok { version: v, server_time_ms: t }) if cur == KeyState::Absent => {
-                st.write(key, *v, Some(*t), KeyState::Present { version: *v, value: *value })
-            }
+            (
+                Create { value },
+                Ok {
+                    version: v,
+                    server_time_ms: t,
+                },
+            ) if cur == KeyState::Absent => st.write(
+                key,
+                *v,
+                Some(*t),
+                KeyState::Present {
+                    version: *v,
+                    value: *value,
+                },
+            ),
             (Create { .. }, Exists) if cur != KeyState::Absent => Some(st.clone()),
-            (Get, Read { found: None, server_time_ms: t }) if cur.version().is_none() => st.at_time(*t),
-            (Get, Read { found: Some(rv), server_time_ms: t })
-                if cur == KeyState::Present { version: rv.version, value: rv.value }
-                    && *t < rv.expires_at_ms =>
+            (
+                Get,
+                Read {
+                    found: None,
+                    server_time_ms: t,
+                },
+            ) if cur.version().is_none() => st.at_time(*t),
+            (
+                Get,
+                Read {
+                    found: Some(rv),
+                    server_time_ms: t,
+                },
+            ) if cur
+                == KeyState::Present {
+                    version: rv.version,
+                    value: rv.value,
+                }
+                && *t < rv.expires_at_ms =>
             {
                 st.at_time(*t)
             }
-            (Put { value, expected }, Ok { version: v, server_time_ms: t }) if cur.admits(*expected) => {
-                st.write(key, *v, Some(*t), KeyState::Present { version: *v, value: *value })
-            }
-            (Delete { expected }, Ok { version: v, server_time_ms: t }) if cur.admits(*expected) => {
-                st.write(key, *v, Some(*t), KeyState::Dead)
-            }
-            (Touch, Ok { version: v, server_time_ms: t }) if cur.version() == Some(*v) => st.at_time(*t),
-            (Put { .. } | Touch | Delete { .. }, NotFound) if cur.version().is_none() => Some(st.clone()),
-            (Put { expected: Some(e), .. } | Delete { expected: Some(e) }, Conflict { current })
-                if cur.version() == Some(*current) && current != e =>
-            {
+            (
+                Put { value, expected },
+                Ok {
+                    version: v,
+                    server_time_ms: t,
+                },
+            ) if cur.admits(*expected) => st.write(
+                key,
+                *v,
+                Some(*t),
+                KeyState::Present {
+                    version: *v,
+                    value: *value,
+                },
+            ),
+            (
+                Delete { expected },
+                Ok {
+                    version: v,
+                    server_time_ms: t,
+                },
+            ) if cur.admits(*expected) => st.write(key, *v, Some(*t), KeyState::Dead),
+            (
+                Touch,
+                Ok {
+                    version: v,
+                    server_time_ms: t,
+                },
+            ) if cur.version() == Some(*v) => st.at_time(*t),
+            (Put { .. } | Touch | Delete { .. }, NotFound) if cur.version().is_none() => {
                 Some(st.clone())
             }
+            (
+                Put {
+                    expected: Some(e), ..
+                }
+                | Delete { expected: Some(e) },
+                Conflict { current },
+            ) if cur.version() == Some(*current) && current != e => Some(st.clone()),
             _ => None,
         };
         next.into_iter().collect()
@@ -1478,22 +2055,52 @@ mod tests {
     // ---- builders ----------------------------------------------------------------------------
 
     fn op(id: u64, key: u64, kind: OpKind, span: (u64, Option<u64>), outcome: Outcome) -> Op {
-        Op { id, client: id as u32, group: 0, key, kind, invoke: span.0, complete: span.1, outcome }
+        Op {
+            id,
+            client: id as u32,
+            group: 0,
+            key,
+            kind,
+            invoke: span.0,
+            complete: span.1,
+            outcome,
+        }
     }
     fn ok(version: u64, t: u64) -> Outcome {
-        Outcome::Ok { version, server_time_ms: t }
+        Outcome::Ok {
+            version,
+            server_time_ms: t,
+        }
     }
     fn found(version: u64, value: u64, t: u64) -> Outcome {
-        let rv = ReadValue { version, value, expires_at_ms: t + 1_000 };
-        Outcome::Read { found: Some(rv), server_time_ms: t }
+        let rv = ReadValue {
+            version,
+            value,
+            expires_at_ms: t + 1_000,
+        };
+        Outcome::Read {
+            found: Some(rv),
+            server_time_ms: t,
+        }
     }
     fn none(t: u64) -> Outcome {
-        Outcome::Read { found: None, server_time_ms: t }
+        Outcome::Read {
+            found: None,
+            server_time_ms: t,
+        }
     }
     fn create(id: u64, key: u64, value: u64, a: u64, b: u64, out: Outcome) -> Op {
         op(id, key, OpKind::Create { value }, (a, Some(b)), out)
     }
-    fn put(id: u64, key: u64, value: u64, expected: Option<u64>, a: u64, b: u64, out: Outcome) -> Op {
+    fn put(
+        id: u64,
+        key: u64,
+        value: u64,
+        expected: Option<u64>,
+        a: u64,
+        b: u64,
+        out: Outcome,
+    ) -> Op {
         op(id, key, OpKind::Put { value, expected }, (a, Some(b)), out)
     }
     fn get(id: u64, key: u64, a: u64, b: u64, out: Outcome) -> Op {
@@ -1530,14 +2137,35 @@ mod tests {
 
     /// Final reads as Gets after everything, for the brute force.
     fn with_final_gets(h: &[Op], finals: &[(u64, Option<ReadValue>)]) -> Vec<Op> {
-        let end = h.iter().map(|o| o.complete.unwrap_or(o.invoke)).max().unwrap_or(0) + 1;
-        let clock = h.iter().filter_map(|o| o.server_time_ms()).max().unwrap_or(0);
+        let end = h
+            .iter()
+            .map(|o| o.complete.unwrap_or(o.invoke))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let clock = h
+            .iter()
+            .filter_map(|o| o.server_time_ms())
+            .max()
+            .unwrap_or(0);
         let mut out = h.to_vec();
-        let group_of: HashMap<u64, u32> = h.iter().map(|o| (o.key, o.group)).collect();
+        let group_of: BTreeMap<u64, u32> = h.iter().map(|o| (o.key, o.group)).collect();
         for (i, (key, fin)) in finals.iter().enumerate() {
-            let found = fin.clone().map(|rv| ReadValue { expires_at_ms: NEVER, ..rv });
-            let outcome = Outcome::Read { found, server_time_ms: clock };
-            let mut g = op(1_000_000 + i as u64, *key, OpKind::Get, (end, Some(end + 1)), outcome);
+            let found = fin.clone().map(|rv| ReadValue {
+                expires_at_ms: NEVER,
+                ..rv
+            });
+            let outcome = Outcome::Read {
+                found,
+                server_time_ms: clock,
+            };
+            let mut g = op(
+                1_000_000 + i as u64,
+                *key,
+                OpKind::Get,
+                (end, Some(end + 1)),
+                outcome,
+            );
             g.group = group_of.get(key).copied().unwrap_or(0);
             out.push(g);
         }
@@ -1609,15 +2237,24 @@ mod tests {
 
     #[test]
     fn double_create() {
-        let h = [create(1, 7, 10, 0, 5, ok(1, 1)), create(2, 7, 20, 1, 6, ok(2, 2))];
+        let h = [
+            create(1, 7, 10, 0, 5, ok(1, 1)),
+            create(2, 7, 20, 1, 6, ok(2, 2)),
+        ];
         assert_flags(&h, "DoubleCreate");
     }
 
     #[test]
     fn phantom_value() {
-        let h = [create(1, 7, 10, 0, 1, ok(1, 1)), get(2, 7, 2, 3, found(1, 99, 2))];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 1)),
+            get(2, 7, 2, 3, found(1, 99, 2)),
+        ];
         assert_flags(&h, "PhantomValue");
-        let h = [create(1, 7, 10, 0, 1, ok(1, 1)), get(2, 7, 2, 3, found(5, 50, 2))];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 1)),
+            get(2, 7, 2, 3, found(5, 50, 2)),
+        ];
         assert_flags(&h, "PhantomValue");
     }
 
@@ -1657,41 +2294,75 @@ mod tests {
 
     #[test]
     fn expired_read() {
-        let rv = ReadValue { version: 1, value: 10, expires_at_ms: 50 };
+        let rv = ReadValue {
+            version: 1,
+            value: 10,
+            expires_at_ms: 50,
+        };
         let h = [
             create(1, 7, 10, 0, 1, ok(1, 1)),
-            get(2, 7, 2, 3, Outcome::Read { found: Some(rv), server_time_ms: 50 }),
+            get(
+                2,
+                7,
+                2,
+                3,
+                Outcome::Read {
+                    found: Some(rv),
+                    server_time_ms: 50,
+                },
+            ),
         ];
         assert_flags(&h, "ExpiredRead");
     }
 
     #[test]
     fn time_going_backwards() {
-        let h = [create(1, 7, 10, 0, 1, ok(1, 100)), get(2, 7, 2, 3, found(1, 10, 50))];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 100)),
+            get(2, 7, 2, 3, found(1, 10, 50)),
+        ];
         assert_flags(&h, "TimeWentBackwards");
         // Commit order: version 2 was stamped earlier than version 1.
-        let h = [create(1, 7, 10, 0, 10, ok(1, 100)), create(2, 8, 20, 0, 10, ok(2, 90))];
+        let h = [
+            create(1, 7, 10, 0, 10, ok(1, 100)),
+            create(2, 8, 20, 0, 10, ok(2, 90)),
+        ];
         assert_flags(&h, "TimeWentBackwards");
     }
 
     #[test]
     fn real_time_order_across_keys() {
-        let h = [create(1, 7, 10, 0, 1, ok(5, 1)), create(2, 8, 20, 2, 3, ok(3, 2))];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(5, 1)),
+            create(2, 8, 20, 2, 3, ok(3, 2)),
+        ];
         assert_flags(&h, "RealTimeOrder");
     }
 
     #[test]
     fn duplicate_version_and_lying_conflicts_and_false_failures() {
-        let h = [create(1, 7, 10, 0, 5, ok(1, 1)), create(2, 8, 20, 0, 5, ok(1, 1))];
+        let h = [
+            create(1, 7, 10, 0, 5, ok(1, 1)),
+            create(2, 8, 20, 0, 5, ok(1, 1)),
+        ];
         assert_flags(&h, "DuplicateVersion");
         let conflict = |current| Outcome::Conflict { current };
-        let h = [create(1, 7, 10, 0, 1, ok(1, 1)), put(2, 7, 20, Some(1), 2, 3, conflict(1))];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 1)),
+            put(2, 7, 20, Some(1), 2, 3, conflict(1)),
+        ];
         assert_flags(&h, "ConflictLies");
-        let h = [create(1, 7, 10, 0, 1, ok(1, 1)), put(2, 7, 20, Some(4), 2, 3, conflict(3))];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 1)),
+            put(2, 7, 20, Some(4), 2, 3, conflict(3)),
+        ];
         assert_flags(&h, "ConflictLies");
         let h = [create(1, 7, 10, 0, 1, Outcome::Exists)];
         assert_flags(&h, "FalseFailure");
-        let h = [create(1, 7, 10, 0, 1, ok(1, 1)), touch(2, 7, 2, 3, Outcome::NotFound)];
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 1)),
+            touch(2, 7, 2, 3, Outcome::NotFound),
+        ];
         assert_flags(&h, "FalseFailure");
         let h = [put(1, 7, 10, None, 0, 1, ok(1, 1))];
         assert_flags(&h, "NeverCreated");
@@ -1701,12 +2372,26 @@ mod tests {
 
     #[test]
     fn lost_acknowledgement_in_final_reads() {
-        let h = [create(1, 7, 10, 0, 1, ok(1, 1)), put(2, 7, 20, None, 2, 3, ok(2, 2))];
-        let stale = ReadValue { version: 1, value: 10, expires_at_ms: 99 };
+        let h = [
+            create(1, 7, 10, 0, 1, ok(1, 1)),
+            put(2, 7, 20, None, 2, 3, ok(2, 2)),
+        ];
+        let stale = ReadValue {
+            version: 1,
+            value: 10,
+            expires_at_ms: 99,
+        };
         let cases: [(Vec<Op>, Option<ReadValue>); 3] = [
             (h.to_vec(), Some(stale)),
             (h.to_vec(), None),
-            (vec![h[0].clone(), delete(2, 7, None, 2, 3, ok(2, 2))], Some(ReadValue { version: 1, value: 10, expires_at_ms: 99 })),
+            (
+                vec![h[0].clone(), delete(2, 7, None, 2, 3, ok(2, 2))],
+                Some(ReadValue {
+                    version: 1,
+                    value: 10,
+                    expires_at_ms: 99,
+                }),
+            ),
         ];
         for (h, fin) in cases {
             assert!(check(&h).is_ok());
@@ -1717,9 +2402,15 @@ mod tests {
         }
         // Expiry explains a vanished session only when the harness says sessions may expire.
         let h = [create(1, 7, 10, 0, 1, ok(1, 1))];
-        let opts = CheckOptions { sessions_may_expire: true };
+        let opts = CheckOptions {
+            sessions_may_expire: true,
+        };
         assert!(check_final_reads_with(&h, &[(7, None)], opts).is_ok());
-        let good = ReadValue { version: 1, value: 10, expires_at_ms: 99 };
+        let good = ReadValue {
+            version: 1,
+            value: 10,
+            expires_at_ms: 99,
+        };
         assert!(check_final_reads(&h, &[(7, Some(good)), (8, None)]).is_ok());
     }
 
@@ -1742,9 +2433,25 @@ mod tests {
     #[test]
     fn unknown_writes_observed_and_not() {
         let base = create(1, 7, 10, 0, 1, ok(1, 1));
-        let lost_put = unknown(2, 7, OpKind::Put { value: 20, expected: None }, 2);
-        assert_valid(&[base.clone(), lost_put.clone(), get(3, 7, 3, 4, found(1, 10, 2))]);
-        assert_valid(&[base.clone(), lost_put.clone(), get(3, 7, 3, 4, found(2, 20, 2))]);
+        let lost_put = unknown(
+            2,
+            7,
+            OpKind::Put {
+                value: 20,
+                expected: None,
+            },
+            2,
+        );
+        assert_valid(&[
+            base.clone(),
+            lost_put.clone(),
+            get(3, 7, 3, 4, found(1, 10, 2)),
+        ]);
+        assert_valid(&[
+            base.clone(),
+            lost_put.clone(),
+            get(3, 7, 3, 4, found(2, 20, 2)),
+        ]);
         // A timed-out write that commits after the client gave up.
         let mut late = lost_put.clone();
         late.complete = Some(5);
@@ -1805,7 +2512,9 @@ mod tests {
     #[test]
     fn expiry_option_explains_vanished_sessions() {
         let h = [create(1, 7, 10, 0, 1, ok(1, 1)), get(2, 7, 2, 3, none(5))];
-        let opts = CheckOptions { sessions_may_expire: true };
+        let opts = CheckOptions {
+            sessions_may_expire: true,
+        };
         assert!(check_with(&h, opts).is_ok());
         assert!(brute_force_linearizable_with(&h, opts));
         assert!(check(&h).is_err());
@@ -1846,9 +2555,9 @@ mod tests {
 
     impl Gen<'_> {
         fn expected(&mut self, cur: KeyState, group: usize) -> Option<u64> {
-            match self.rng.below(4) {
+            match self.rng.below(5) {
                 0 => None,
-                1 => cur.version().or(Some(1)),
+                1 | 2 => cur.version().or(Some(1)),
                 _ => Some(1 + self.rng.below(self.ver[group] + 2)),
             }
         }
@@ -1857,11 +2566,17 @@ mod tests {
         fn step(&mut self, key: u64, group: usize, value: u64) -> (OpKind, Outcome) {
             let cur = self.state.get(&key).copied().unwrap_or(KeyState::Absent);
             let kind = match self.rng.below(6) {
+                _ if cur == KeyState::Absent && self.rng.chance(40) => OpKind::Create { value },
                 0 => OpKind::Create { value },
                 1 | 2 => OpKind::Get,
-                3 => OpKind::Put { value, expected: self.expected(cur, group) },
+                3 => OpKind::Put {
+                    value,
+                    expected: self.expected(cur, group),
+                },
                 4 => OpKind::Touch,
-                _ => OpKind::Delete { expected: self.expected(cur, group) },
+                _ => OpKind::Delete {
+                    expected: self.expected(cur, group),
+                },
             };
             self.clock[group] += self.rng.below(3);
             let t = self.clock[group];
@@ -1873,23 +2588,43 @@ mod tests {
                     other => other,
                 };
                 me.state.insert(key, to);
-                Outcome::Ok { version: v, server_time_ms: t }
+                Outcome::Ok {
+                    version: v,
+                    server_time_ms: t,
+                }
             };
             let outcome = match (&kind, cur) {
-                (OpKind::Create { .. }, KeyState::Absent) => write(KeyState::Present { version: 0, value }, self),
+                (OpKind::Create { .. }, KeyState::Absent) => {
+                    write(KeyState::Present { version: 0, value }, self)
+                }
                 (OpKind::Create { .. }, _) => Outcome::Exists,
                 (OpKind::Get, KeyState::Present { version, value }) => {
-                    let rv = ReadValue { version, value, expires_at_ms: t + 1 + self.rng.below(50) };
-                    Outcome::Read { found: Some(rv), server_time_ms: t }
+                    let rv = ReadValue {
+                        version,
+                        value,
+                        expires_at_ms: t + 1 + self.rng.below(50),
+                    };
+                    Outcome::Read {
+                        found: Some(rv),
+                        server_time_ms: t,
+                    }
                 }
-                (OpKind::Get, _) => Outcome::Read { found: None, server_time_ms: t },
+                (OpKind::Get, _) => Outcome::Read {
+                    found: None,
+                    server_time_ms: t,
+                },
                 (_, KeyState::Absent | KeyState::Dead) => Outcome::NotFound,
-                (OpKind::Touch, KeyState::Present { version, .. }) => Outcome::Ok { version, server_time_ms: t },
-                (OpKind::Put { expected: Some(e), .. } | OpKind::Delete { expected: Some(e) }, KeyState::Present { version, .. })
-                    if *e != version =>
-                {
-                    Outcome::Conflict { current: version }
-                }
+                (OpKind::Touch, KeyState::Present { version, .. }) => Outcome::Ok {
+                    version,
+                    server_time_ms: t,
+                },
+                (
+                    OpKind::Put {
+                        expected: Some(e), ..
+                    }
+                    | OpKind::Delete { expected: Some(e) },
+                    KeyState::Present { version, .. },
+                ) if *e != version => Outcome::Conflict { current: version },
                 (OpKind::Put { .. }, _) => write(KeyState::Present { version: 0, value }, self),
                 _ => write(KeyState::Dead, self),
             };
@@ -1914,7 +2649,16 @@ mod tests {
                     outcome = Outcome::Unknown;
                     complete = if self.rng.chance(50) { None } else { complete };
                 }
-                let o = Op { id: i, client: i as u32, group: group as u32, key, kind, invoke: a, complete, outcome };
+                let o = Op {
+                    id: i,
+                    client: i as u32,
+                    group: group as u32,
+                    key,
+                    kind,
+                    invoke: a,
+                    complete,
+                    outcome,
+                };
                 self.ops.push(o);
             }
             if self.rng.chance(40) {
@@ -1922,19 +2666,33 @@ mod tests {
                 let key = self.rng.below(n_keys);
                 let kind = match self.rng.below(3) {
                     0 => OpKind::Create { value: 900 },
-                    1 => OpKind::Put { value: 901, expected: None },
+                    1 => OpKind::Put {
+                        value: 901,
+                        expected: None,
+                    },
                     _ => OpKind::Delete { expected: None },
                 };
                 let invoke = self.rng.below(10 * n_ops as u64 + 20);
-                let o = Op { id: 999, client: 999, group: (key % n_groups) as u32, key, kind, invoke, complete: None, outcome: Outcome::Unknown };
+                let o = Op {
+                    id: 999,
+                    client: 999,
+                    group: (key % n_groups) as u32,
+                    key,
+                    kind,
+                    invoke,
+                    complete: None,
+                    outcome: Outcome::Unknown,
+                };
                 self.ops.push(o);
             }
             let finals = (0..n_keys)
                 .map(|k| {
                     let rv = match self.state.get(&k) {
-                        Some(KeyState::Present { version, value }) => {
-                            Some(ReadValue { version: *version, value: *value, expires_at_ms: NEVER })
-                        }
+                        Some(KeyState::Present { version, value }) => Some(ReadValue {
+                            version: *version,
+                            value: *value,
+                            expires_at_ms: NEVER,
+                        }),
                         _ => None,
                     };
                     (k, rv)
@@ -1951,14 +2709,34 @@ mod tests {
     fn gen_history(rng: &mut Rng, may_expire: bool) -> (Vec<Op>, Finals) {
         let n_groups = 1 + rng.below(2);
         let n_keys = 1 + rng.below(3);
-        let n_ops = 3 + rng.below(6) as usize;
-        let g = Gen { rng, state: BTreeMap::new(), ver: vec![0; 2], clock: vec![0; 2], ops: Vec::new(), may_expire };
+        let n_ops = 3 + rng.below(6) as usize; // 3..=8, plus maybe one ghost write
+        let g = Gen {
+            rng,
+            state: BTreeMap::new(),
+            ver: vec![0; 2],
+            clock: vec![0; 2],
+            ops: Vec::new(),
+            may_expire,
+        };
         g.run(n_ops, n_keys, n_groups)
     }
 
-    const MUTATIONS: [&str; 12] = [
-        "older-read", "dup-cas", "dup-version", "read-none", "wrong-value", "clock-back",
-        "expire", "exists-to-ok", "shift-interval", "conflict-current", "resurrect", "swap-versions",
+    const MUTATIONS: [&str; 15] = [
+        "older-read",
+        "dup-cas",
+        "dup-version",
+        "read-none",
+        "wrong-value",
+        "clock-back",
+        "expire",
+        "exists-to-ok",
+        "shift-interval",
+        "conflict-current",
+        "resurrect",
+        "swap-versions",
+        "to-unknown",
+        "drop-op",
+        "ack-unknown",
     ];
 
     fn pick<'h>(rng: &mut Rng, h: &'h mut [Op], f: impl Fn(&Op) -> bool) -> Option<&'h mut Op> {
@@ -1984,28 +2762,57 @@ mod tests {
     /// Applies mutation `m`; `None` if the history has nothing it applies to.
     fn mutate(rng: &mut Rng, h: &[Op], m: &str) -> Option<Vec<Op>> {
         let mut h = h.to_vec();
-        let max_ver = h.iter().filter_map(|o| o.written_version()).max().unwrap_or(0);
+        let max_ver = h
+            .iter()
+            .filter_map(|o| o.written_version())
+            .max()
+            .unwrap_or(0);
         let is_read = |o: &Op| matches!(o.outcome, Outcome::Read { found: Some(_), .. });
         match m {
             "older-read" => {
                 let snapshot = h.clone();
                 let r = pick(rng, &mut h, is_read)?;
-                let Outcome::Read { found: Some(rv), .. } = &mut r.outcome else { return None };
-                let older: Vec<(u64, u64)> =
-                    written(&snapshot, r.key).into_iter().filter(|w| w.0 < rv.version).collect();
+                let Outcome::Read {
+                    found: Some(rv), ..
+                } = &mut r.outcome
+                else {
+                    return None;
+                };
+                let older: Vec<(u64, u64)> = written(&snapshot, r.key)
+                    .into_iter()
+                    .filter(|w| w.0 < rv.version)
+                    .collect();
                 let (v, val) = *older.last()?;
                 rv.version = v;
                 rv.value = val;
             }
             "dup-cas" => {
-                let w = pick(rng, &mut h, |o| matches!((&o.kind, &o.outcome), (OpKind::Put { expected: Some(_), .. }, Outcome::Ok { .. })))?.clone();
+                let w = pick(rng, &mut h, |o| {
+                    matches!(
+                        (&o.kind, &o.outcome),
+                        (
+                            OpKind::Put {
+                                expected: Some(_),
+                                ..
+                            },
+                            Outcome::Ok { .. }
+                        )
+                    )
+                })?
+                .clone();
                 let shift = rng.below(30);
                 let t = w.server_time_ms()? + rng.below(3);
                 let dup = Op {
                     id: 5_000,
                     invoke: w.invoke + shift,
                     complete: w.complete.map(|c| c + shift),
-                    kind: match w.kind { OpKind::Put { expected, .. } => OpKind::Put { value: 777, expected }, k => k },
+                    kind: match w.kind {
+                        OpKind::Put { expected, .. } => OpKind::Put {
+                            value: 777,
+                            expected,
+                        },
+                        k => k,
+                    },
                     outcome: ok(max_ver + 1, t),
                     ..w
                 };
@@ -2013,8 +2820,12 @@ mod tests {
             }
             "dup-version" => {
                 let versions: Vec<u64> = h.iter().filter_map(|o| o.written_version()).collect();
-                let target = versions.get(rng.below(versions.len() as u64) as usize).copied()?;
-                let w = pick(rng, &mut h, |o| o.written_version().is_some_and(|v| v != target))?;
+                let target = versions
+                    .get(rng.below(versions.len() as u64) as usize)
+                    .copied()?;
+                let w = pick(rng, &mut h, |o| {
+                    o.written_version().is_some_and(|v| v != target)
+                })?;
                 if let Outcome::Ok { version, .. } = &mut w.outcome {
                     *version = target;
                 }
@@ -2025,7 +2836,10 @@ mod tests {
             }
             "wrong-value" => {
                 let r = pick(rng, &mut h, is_read)?;
-                if let Outcome::Read { found: Some(rv), .. } = &mut r.outcome {
+                if let Outcome::Read {
+                    found: Some(rv), ..
+                } = &mut r.outcome
+                {
                     rv.value += 1_000;
                 }
             }
@@ -2041,7 +2855,11 @@ mod tests {
             }
             "expire" => {
                 let r = pick(rng, &mut h, is_read)?;
-                if let Outcome::Read { found: Some(rv), server_time_ms } = &mut r.outcome {
+                if let Outcome::Read {
+                    found: Some(rv),
+                    server_time_ms,
+                } = &mut r.outcome
+                {
                     rv.expires_at_ms = *server_time_ms;
                 }
             }
@@ -2062,13 +2880,49 @@ mod tests {
                 }
             }
             "conflict-current" => {
-                let c = pick(rng, &mut h, |o| matches!(o.outcome, Outcome::Conflict { .. }))?;
+                let c = pick(rng, &mut h, |o| {
+                    matches!(o.outcome, Outcome::Conflict { .. })
+                })?;
                 if let Outcome::Conflict { current } = &mut c.outcome {
-                    *current = if rng.chance(50) { current.saturating_sub(1).max(1) } else { *current + 1 };
+                    *current = if rng.chance(50) {
+                        current.saturating_sub(1).max(1)
+                    } else {
+                        *current + 1
+                    };
                 }
             }
+            "to-unknown" => {
+                // Always still linearizable: an Unknown op may or may not have happened.
+                let o = pick(rng, &mut h, |o| o.is_definite())?;
+                o.outcome = Outcome::Unknown;
+                o.complete = o.complete.filter(|_| rng.chance(50));
+            }
+            "drop-op" => {
+                let i = rng.below(h.len() as u64) as usize;
+                h.remove(i);
+            }
+            "ack-unknown" => {
+                let max_t = h
+                    .iter()
+                    .filter_map(|o| o.server_time_ms())
+                    .max()
+                    .unwrap_or(0);
+                let (v, t, d) = (
+                    1 + rng.below(max_ver + 2),
+                    rng.below(max_t + 2),
+                    rng.below(30),
+                );
+                let o = pick(rng, &mut h, |o| {
+                    !o.is_definite() && o.written_value().is_some()
+                })?;
+                o.outcome = ok(v, t);
+                o.complete = Some(o.invoke + d);
+            }
             "resurrect" => {
-                let d = pick(rng, &mut h, |o| matches!(o.kind, OpKind::Delete { .. }) && o.written_version().is_some())?.clone();
+                let d = pick(rng, &mut h, |o| {
+                    matches!(o.kind, OpKind::Delete { .. }) && o.written_version().is_some()
+                })?
+                .clone();
                 let dv = d.written_version()?;
                 let (v, val) = *written(&h, d.key).iter().rfind(|w| w.0 < dv)?;
                 let end = d.complete? + 1 + rng.below(10);
@@ -2078,7 +2932,9 @@ mod tests {
             }
             _ => {
                 let a = pick(rng, &mut h, |o| o.written_version().is_some())?.clone();
-                let b = pick(rng, &mut h, |o| o.group == a.group && o.id != a.id && o.written_version().is_some())?;
+                let b = pick(rng, &mut h, |o| {
+                    o.group == a.group && o.id != a.id && o.written_version().is_some()
+                })?;
                 let vb = b.written_version()?;
                 b.outcome = ok(a.written_version()?, b.server_time_ms()?);
                 let a = h.iter_mut().find(|o| o.id == a.id)?;
@@ -2097,18 +2953,30 @@ mod tests {
 
     #[test]
     fn randomized_cross_check() {
-        let mut rng = Rng(0x5EED_F00D_1234_5678);
         let mut valid = 0;
         let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
         let mut finals_tally = Tally::default();
-        for round in 0..4_000 {
+        let rounds: usize = std::env::var("CHECKER_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(6_000);
+        let seed = std::env::var("CHECKER_SEED")
+            .ok()
+            .and_then(|r| r.parse().ok());
+        let mut rng = Rng(seed.unwrap_or(0x5EED_F00D_1234_5678));
+        for round in 0..rounds {
             // Every mutation sees both settings (mutations cycle with period MUTATIONS.len()).
-            let opts = CheckOptions { sessions_may_expire: (round / MUTATIONS.len()) % 4 == 3 };
+            let opts = CheckOptions {
+                sessions_may_expire: (round / MUTATIONS.len()) % 4 == 3,
+            };
             let (h, finals) = gen_history(&mut rng, opts.sessions_may_expire);
             if let Err(v) = check_with(&h, opts) {
                 panic!("false positive on a generated history: {v}\n{h:#?}");
             }
-            assert!(brute_force_linearizable_with(&h, opts), "brute force rejected a generated history: {h:#?}");
+            assert!(
+                brute_force_linearizable_with(&h, opts),
+                "brute force rejected a generated history: {h:#?}"
+            );
             if let Err(v) = check_final_reads_with(&h, &finals, opts) {
                 panic!("false positive on final reads: {v}\n{h:#?}\n{finals:?}");
             }
@@ -2119,8 +2987,16 @@ mod tests {
                 let fast = check_with(&bad, opts);
                 if brute {
                     if let Err(v) = &fast {
-                        panic!("check flagged a history the brute force accepts ({m}): {v}\n{bad:#?}");
+                        panic!(
+                            "check flagged a history the brute force accepts ({m}): {v}\n{bad:#?}"
+                        );
                     }
+                }
+                if m == "to-unknown" {
+                    assert!(
+                        brute && fast.is_ok(),
+                        "an Unknown op must never break a history: {bad:#?}"
+                    );
                 }
                 let t = tallies.entry(m).or_default();
                 t.tried += 1;
@@ -2142,15 +3018,24 @@ mod tests {
         }
         tallies.insert("final-reads", finals_tally);
         println!("{valid} generated histories accepted by check and brute force");
-        println!("{:<18} {:>6} {:>13} {:>13}", "mutation", "tried", "brute rejects", "check catches");
+        println!(
+            "{:<18} {:>6} {:>13} {:>13}",
+            "mutation", "tried", "brute rejects", "check catches"
+        );
         let (mut brute, mut caught) = (0, 0);
         for (m, t) in &tallies {
-            println!("{m:<18} {:>6} {:>13} {:>13}", t.tried, t.brute_rejects, t.check_rejects);
+            println!(
+                "{m:<18} {:>6} {:>13} {:>13}",
+                t.tried, t.brute_rejects, t.check_rejects
+            );
             brute += t.brute_rejects;
             caught += t.check_rejects;
         }
         println!("overall: check caught {caught} of {brute} non-linearizable mutants");
-        assert!(caught * 10 >= brute * 7, "check catches too little: {caught}/{brute}");
+        assert!(
+            caught * 10 >= brute * 7,
+            "check catches too little: {caught}/{brute}"
+        );
     }
 
     /// Loses a write or a delete from the final state, or invents one.
@@ -2163,11 +3048,19 @@ mod tests {
             (Some(_), 0) => None,
             (Some(rv), _) => {
                 let (v, val) = *older.iter().rfind(|w| w.0 < rv.version)?;
-                Some(ReadValue { version: v, value: val, expires_at_ms: NEVER })
+                Some(ReadValue {
+                    version: v,
+                    value: val,
+                    expires_at_ms: NEVER,
+                })
             }
             (None, _) => {
                 let (v, val) = *older.last().unwrap_or(&(42, 42));
-                Some(ReadValue { version: v, value: val, expires_at_ms: NEVER })
+                Some(ReadValue {
+                    version: v,
+                    value: val,
+                    expires_at_ms: NEVER,
+                })
             }
         };
         Some(out)
