@@ -18,14 +18,17 @@
 //! write version linearized at or before it (a write's position is its own version). Real time
 //! and each op's observation bound that position:
 //!
-//! * `A` completed before `B` was invoked  =>  `c(A) <= c(B)`                      (floor)
-//! * write `W` invoked after `A` completed  =>  `c(A) < ver(W)`                   (ceiling)
+//! * `A` must precede `B`  =>  `c(A) <= c(B)`                                       (floor)
+//! * write `W` must follow `A`  =>  `c(A) < ver(W)`                                 (ceiling)
 //! * a Get/Touch/Conflict that saw version `v` of key `k`  =>
 //!   `v <= c(op) < next(k, v)`, the next version of `k` anyone wrote or saw
 //!
-//! The floor of every op is one sweep over completions sorted by time, the ceiling one sweep over
-//! invocations; everything else is sorting and map look-ups, so the whole check is `O(n log n)`.
-//! An empty window, or an observation the window cannot explain, is a violation.
+//! where "`A` must precede `B`" is known two ways: `A` completed before `B` was invoked (real
+//! time), or `A` reported a strictly smaller server time than `B` (the clock never decreases, so
+//! `B` cannot come first). Floors and ceilings are a few sweeps over ops sorted by completion,
+//! invocation and server time; everything else is sorting and map look-ups, so the whole check is
+//! `O(n log n)`. An empty window, or an absence/refusal no state in the window explains, is a
+//! violation.
 //!
 //! # What is checked (per group)
 //!
@@ -540,11 +543,19 @@ impl std::error::Error for Violation {}
 
 /// Fast, sound (never flags a linearizable history) and near-linear checker.
 /// Assumes sessions do not expire during the run; see [`check_with`].
+///
+/// # Errors
+///
+/// The first anomaly found; [`Violation::Malformed`] if the history itself is invalid.
 pub fn check(history: &[Op]) -> Result<CheckStats, Violation> {
     check_with(history, CheckOptions::default())
 }
 
 /// [`check`] with explicit options.
+///
+/// # Errors
+///
+/// As [`check`].
 pub fn check_with(history: &[Op], opts: CheckOptions) -> Result<CheckStats, Violation> {
     let groups = analyze(history, opts)?;
     let mut stats = CheckStats {
@@ -564,6 +575,12 @@ pub fn check_with(history: &[Op], opts: CheckOptions) -> Result<CheckStats, Viol
 
 /// Checks the history, then one linearizable read per key taken after the cluster healed:
 /// no acknowledged write may be missing. Assumes no expiry; see [`check_final_reads_with`].
+/// In-flight Unknown ops may still land after the final reads; they are treated as optional.
+///
+/// # Errors
+///
+/// Any violation of the history itself, else [`Violation::LostAcknowledgement`] or
+/// [`Violation::BadFinalRead`].
 pub fn check_final_reads(
     history: &[Op],
     final_reads: &[(u64, Option<ReadValue>)],
@@ -572,6 +589,10 @@ pub fn check_final_reads(
 }
 
 /// [`check_final_reads`] with explicit options.
+///
+/// # Errors
+///
+/// As [`check_final_reads`].
 pub fn check_final_reads_with(
     history: &[Op],
     final_reads: &[(u64, Option<ReadValue>)],
@@ -1527,6 +1548,7 @@ impl<'a> Group<'a> {
             later_ms: ms(later),
         }
     }
+
     /// A refusal or not-found needs a moment in its window where the key was in a state that
     /// explains it. `lo..hi` bounds the op's position.
     fn check_absence(&self, it: &Item<'_>, lo: u64, hi: u64) -> Result<(), Violation> {
