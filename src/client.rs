@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::id::{ClientId, GroupId, SessionId};
 use crate::state::SessionView;
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
-use crate::wire::{ClientRequest, GroupStatus, RequestBody, ResponseBody, Topology, WireError};
+use crate::wire::{ClientRequest, GroupStatus, ReadReply, RequestBody, ResponseBody, Topology, WireError};
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -193,14 +193,14 @@ impl Client {
 
     /// Reads a session linearizably; `None` if it does not exist or expired.
     pub async fn get(&self, id: SessionId) -> Result<Option<SessionView>> {
-        match self
-            .call(
-                id.group(self.groups()),
-                RequestBody::Client(ClientRequest::Read { id }),
-            )
-            .await?
-        {
-            ResponseBody::Read(r) => Ok(r.session),
+        Ok(self.read(id).await?.session)
+    }
+
+    /// Reads a session linearizably, with the replicated time and index of the read.
+    pub async fn read(&self, id: SessionId) -> Result<ReadReply> {
+        let body = RequestBody::Client(ClientRequest::Read { id });
+        match self.call(id.group(self.groups()), body).await? {
+            ResponseBody::Read(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

@@ -780,8 +780,14 @@ struct KeyInfo<'a> {
     creates: Vec<&'a Op>,
     deletes: Vec<&'a Op>,
     unknown_creates: Vec<&'a Op>,
+    /// Sorted by invocation once indexing is done.
     unknown_puts: Vec<&'a Op>,
+    unknown_puts_by_value: BTreeMap<u64, Vec<&'a Op>>,
     unknown_deletes: Vec<&'a Op>,
+    /// Earliest invocation of an Unknown create.
+    first_unknown_create: Option<u64>,
+    /// Earliest invocation of an Unknown delete that can have taken effect.
+    first_possible_delete: Option<u64>,
     /// Definite op proving the key dead when it completed: (completion, op id).
     dead_proof: Option<(u64, u64)>,
     /// Newest version at which the key was Present.
@@ -823,6 +829,36 @@ struct Unexplained<'a> {
     first: Obs<'a>,
     /// Earliest completion among its observers: its writer was invoked before that.
     min_done: u64,
+}
+
+/// The Unknown writes that may have produced an observed version.
+#[derive(Default)]
+struct Candidates<'a> {
+    count: usize,
+    first_invoke: Option<u64>,
+    last: Option<&'a Op>,
+}
+
+impl<'a> Candidates<'a> {
+    fn add(&mut self, w: &'a Op) {
+        self.count += 1;
+        self.first_invoke = Some(self.first_invoke.map_or(w.invoke, |f| f.min(w.invoke)));
+        self.last = Some(w);
+    }
+
+    /// Adds a run sorted by invocation without visiting it all.
+    fn add_sorted(&mut self, ws: &[&'a Op]) {
+        if let (Some(first), Some(last)) = (ws.first(), ws.last()) {
+            self.add(first);
+            self.count += ws.len() - 1;
+            self.last = Some(last);
+        }
+    }
+
+    /// The single candidate, if there is exactly one.
+    fn only(&self) -> Option<&'a Op> {
+        self.last.filter(|_| self.count == 1)
+    }
 }
 
 /// A definite op with its own bounds on its position `c(op)`: `lo <= c(op) < ub`.
@@ -873,8 +909,17 @@ impl<'a> Group<'a> {
         let ki = self.keys.entry(op.key).or_default();
         ki.ops.push(op);
         match (&op.kind, &op.outcome) {
-            (OpKind::Create { .. }, Outcome::Unknown) => ki.unknown_creates.push(op),
-            (OpKind::Put { .. }, Outcome::Unknown) => ki.unknown_puts.push(op),
+            (OpKind::Create { .. }, Outcome::Unknown) => {
+                ki.unknown_creates.push(op);
+                let first = ki
+                    .first_unknown_create
+                    .map_or(op.invoke, |c| c.min(op.invoke));
+                ki.first_unknown_create = Some(first);
+            }
+            (OpKind::Put { value, .. }, Outcome::Unknown) => {
+                ki.unknown_puts.push(op);
+                ki.unknown_puts_by_value.entry(*value).or_default().push(op);
+            }
             (OpKind::Delete { .. }, Outcome::Unknown) => ki.unknown_deletes.push(op),
             (OpKind::Create { .. }, Outcome::Ok { .. }) => ki.creates.push(op),
             (OpKind::Delete { .. }, Outcome::Ok { .. }) => ki.deletes.push(op),
@@ -932,14 +977,22 @@ impl<'a> Group<'a> {
                 .versions
                 .insert(obs.version);
         }
+        for ki in self.keys.values_mut() {
+            ki.unknown_puts.sort_by_key(|w| w.invoke);
+        }
         let mut attributed: BTreeMap<u64, u64> = BTreeMap::new();
         for (v, u) in pending {
             let info = self.attribute(v, &u, &mut attributed)?;
             self.versions.insert(v, info);
         }
+        // Summaries the window checks consult once per op.
         for (&v, info) in self.versions.iter().filter(|(_, i)| !i.deleted) {
             let ki = self.keys.get_mut(&info.key).expect("indexed");
             ki.last_present = ki.last_present.max(Some(v));
+        }
+        for ki in self.keys.values_mut() {
+            let possible = ki.unknown_deletes.iter().filter(|d| ki.may_delete(d));
+            ki.first_possible_delete = possible.map(|d| d.invoke).min();
         }
         Ok(())
     }
@@ -955,22 +1008,38 @@ impl<'a> Group<'a> {
         // Only the key's first state can come from a create.
         let first = ki.creates.is_empty() && ki.versions.first() == Some(&v);
         let creates: &[&Op] = if first { &ki.unknown_creates } else { &[] };
-        let candidates: Vec<&Op> = ki
-            .unknown_puts
-            .iter()
-            .chain(creates)
-            .copied()
-            .filter(|w| w.invoke <= u.min_done)
-            .filter(|w| u.value.is_none() || w.written_value() == u.value)
-            .collect();
-        let Some(writer_invoke) = candidates.iter().map(|w| w.invoke).min() else {
+        let early = |w: &&&Op| w.invoke <= u.min_done;
+        let mut cands = Candidates::default();
+        match u.value {
+            // Same value: the by-value index keeps this cheap on hot keys.
+            Some(x) => {
+                let puts = ki
+                    .unknown_puts_by_value
+                    .get(&x)
+                    .map_or(&[][..], Vec::as_slice);
+                puts.iter().filter(early).for_each(|w| cands.add(w));
+                let same = |w: &&&Op| w.written_value() == Some(x);
+                creates
+                    .iter()
+                    .filter(early)
+                    .filter(same)
+                    .for_each(|w| cands.add(w));
+            }
+            // No value seen: every Unknown put invoked early enough, a prefix of the sorted list.
+            None => {
+                let n = ki.unknown_puts.partition_point(|w| w.invoke <= u.min_done);
+                cands.add_sorted(&ki.unknown_puts[..n]);
+                creates.iter().filter(early).for_each(|w| cands.add(w));
+            }
+        }
+        let Some(writer_invoke) = cands.first_invoke else {
             return Err(u.first.misread(format!(
                 "no write produced version {v} (value {:?}) before op {} completed",
                 u.value, u.first.op.id
             )));
         };
         let mut witness = u.first.op.id;
-        if let [only] = candidates[..] {
+        if let Some(only) = cands.only() {
             witness = only.id;
             if let Some(other) = attributed.insert(only.id, v) {
                 return Err(u.first.misread(format!(
@@ -1171,7 +1240,7 @@ fn check_created(key: u64, ki: &KeyInfo<'_>) -> Result<(), Violation> {
         .filter(|op| op.is_definite() && op.proves_present())
     {
         let done = op.effective_complete();
-        if !ki.unknown_creates.iter().any(|c| c.invoke <= done) {
+        if ki.first_unknown_create.is_none_or(|c| c > done) {
             return Err(Violation::NeverCreated { key, op: op.id });
         }
     }
@@ -1558,7 +1627,7 @@ impl<'a> Group<'a> {
         if op.outcome == Outcome::Exists {
             let created = match ki.creates.first().and_then(|c| c.written_version()) {
                 Some(cv) => cv < hi,
-                None => ki.unknown_creates.iter().any(|c| c.invoke <= done),
+                None => ki.first_unknown_create.is_some_and(|c| c <= done),
             };
             if created {
                 return Ok(());
@@ -1580,11 +1649,7 @@ impl<'a> Group<'a> {
         let death = match ki.deletes.first().and_then(|d| d.written_version()) {
             Some(dv) => dv < hi,
             None => {
-                self.opts.sessions_may_expire
-                    || ki
-                        .unknown_deletes
-                        .iter()
-                        .any(|d| d.invoke <= done && ki.may_delete(d))
+                self.opts.sessions_may_expire || ki.first_possible_delete.is_some_and(|d| d <= done)
             }
         };
         if absent || (all_before && death) {
@@ -1692,7 +1757,7 @@ impl Group<'_> {
         }
         let Some(rv) = fin else {
             let death = !ki.deletes.is_empty()
-                || ki.unknown_deletes.iter().any(|d| ki.may_delete(d))
+                || ki.first_possible_delete.is_some()
                 || self.opts.sessions_may_expire;
             if death || !ki.surely_created() {
                 return Ok(());

@@ -1,1 +1,122 @@
-fn main() {}
+//! `steadfast-sim`: sweep seeds, replay one, or check determinism.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use steadfast_sim::faults::FaultClass;
+use steadfast_sim::harness::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(about = "Deterministic simulation of a steadfast cluster under faults")]
+struct Args {
+    /// Seeds to sweep, as a range `A..B`.
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Replay one seed and print its event log.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also run this many fresh random seeds.
+    #[arg(long, default_value_t = 0)]
+    fresh: u64,
+    /// Run every seed twice and compare trace hashes.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Simulated seconds of faults per seed.
+    #[arg(long, default_value_t = 60)]
+    fault_secs: u64,
+    /// Stop starting new seeds after this many wall-clock seconds.
+    #[arg(long)]
+    budget_secs: Option<u64>,
+    /// Print every run's event log.
+    #[arg(long)]
+    verbose: bool,
+    /// Do not fail when a fault class never happened (for short sweeps).
+    #[arg(long)]
+    allow_missing_faults: bool,
+}
+
+fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
+    let (a, b) = s.split_once("..")?;
+    Some(a.parse().ok()?..b.parse().ok()?)
+}
+
+#[expect(clippy::disallowed_methods, reason = "wall time only measures the sweep's speed")]
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut seeds: Vec<u64> = match (&args.seeds, args.seed) {
+        (Some(r), _) => match parse_range(r) {
+            Some(r) => r.collect(),
+            None => {
+                eprintln!("--seeds takes A..B");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(s)) => vec![s],
+        (None, None) => (0..20).collect(),
+    };
+    for _ in 0..args.fresh {
+        seeds.push(rand::random::<u64>() >> 1);
+    }
+    let options = RunOptions { fault_secs: args.fault_secs, ..RunOptions::default() };
+    let started = Instant::now();
+    let mut totals: BTreeMap<FaultClass, u32> = BTreeMap::new();
+    let (mut ran, mut failed, mut sim_secs) = (0u64, 0u64, 0u64);
+    for seed in seeds {
+        if args.budget_secs.is_some_and(|b| started.elapsed().as_secs() >= b) {
+            println!("budget exhausted after {ran} seeds");
+            break;
+        }
+        let report = harness::run(seed, &options);
+        let mut verdict = report.violation.clone();
+        if args.check_determinism {
+            let again = harness::run(seed, &options);
+            if again.trace_hash != report.trace_hash && verdict.is_none() {
+                verdict = Some(format!("non-deterministic: trace {:016x} then {:016x}", report.trace_hash, again.trace_hash));
+            }
+        }
+        ran += 1;
+        sim_secs += args.fault_secs;
+        for (c, n) in &report.faults {
+            *totals.entry(*c).or_default() += n;
+        }
+        let faults: u32 = report.faults.values().sum();
+        match &verdict {
+            None => println!("seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=ok", report.trace_hash, report.nodes, report.ops),
+            Some(v) => {
+                failed += 1;
+                println!("seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=VIOLATION {v}", report.trace_hash, report.nodes, report.ops);
+                println!("  replay: cargo run -p steadfast-sim --release -- --seed {seed} --fault-secs {} --verbose", args.fault_secs);
+            }
+        }
+        if args.verbose || (verdict.is_some() && args.seed.is_some()) {
+            for line in &report.trace {
+                println!("  {line}");
+            }
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    println!("fault coverage:");
+    let mut missing = Vec::new();
+    for class in FaultClass::ALL {
+        let n = totals.get(&class).copied().unwrap_or(0);
+        println!("  {class:<18} {n}");
+        if n == 0 {
+            missing.push(class);
+        }
+    }
+    println!(
+        "swept {ran} seeds ({sim_secs} simulated s of faults) in {:.1} min: {:.1} seeds/min; {failed} failed",
+        minutes,
+        ran as f64 / minutes.max(1e-9)
+    );
+    if failed > 0 {
+        return ExitCode::FAILURE;
+    }
+    if !missing.is_empty() && !args.allow_missing_faults && ran > 1 {
+        println!("fault classes that never happened: {missing:?}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

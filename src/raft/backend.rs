@@ -81,6 +81,9 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct MemBackend {
     disk: Arc<Mutex<MemDisk>>,
+    /// How long a sync takes (simulated time under a simulation): writes issued while a sync
+    /// runs are not covered by it, so a crash can land between a write and its barrier.
+    sync_latency: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -94,9 +97,14 @@ struct MemDisk {
 }
 
 impl MemBackend {
-    /// A fresh, empty disk.
+    /// A fresh, empty disk whose syncs complete at once.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fresh, empty disk whose syncs take `latency` (on the runtime's clock).
+    pub fn with_sync_latency(latency: std::time::Duration) -> Self {
+        MemBackend { sync_latency: latency, ..Self::default() }
     }
 
     /// Simulates power loss: of the writes not yet synced, only the first `keep` reach the disk.
@@ -150,13 +158,22 @@ impl Backend for MemBackend {
     }
 
     fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
-        let mut disk = self.disk.lock().expect("mem disk lock");
-        let pending = std::mem::take(&mut disk.pending);
-        for (group, op) in pending {
-            apply_op(disk.durable.entry(group).or_default(), op);
-        }
-        disk.syncs += 1;
-        Box::pin(async { Ok(()) })
+        // The barrier covers the writes issued before it started, and lands after the latency.
+        let covered = self.disk.lock().expect("mem disk lock").pending.len();
+        let latency = self.sync_latency;
+        Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let mut disk = self.disk.lock().expect("mem disk lock");
+            let covered = covered.min(disk.pending.len());
+            let done: Vec<_> = disk.pending.drain(..covered).collect();
+            for (group, op) in done {
+                apply_op(disk.durable.entry(group).or_default(), op);
+            }
+            disk.syncs += 1;
+            Ok(())
+        })
     }
 
     fn save_snapshot(&self, group: GroupId, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {

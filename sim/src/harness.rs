@@ -1,0 +1,542 @@
+//! One simulation run: everything derives from the seed, so the seed replays it bit for bit.
+//!
+//! Phases: (1) a cluster of real `Node`s boots on turmoil hosts with in-memory crash-semantics
+//! storage; (2) clients run a conflicting workload on a few session ids while faults come and go;
+//! (3) every fault is healed; (4) liveness: every group must commit a write within a bound;
+//! (5) final linearizable reads of every key, replica digests, and the history check.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use steadfast::client::{ClientConfig, CreateOptions, Update};
+use steadfast::command::Attributes;
+use steadfast::config::{NodeConfig, Peer, RaftTuning, SessionDefaults};
+use steadfast::node::{Node, NodeOptions};
+use steadfast::raft::backend::MemBackend;
+use steadfast::raft::typ::Raft;
+use steadfast::{Client, ClientId, Error, GroupId, SessionId};
+
+use crate::checker::{self, CheckOptions, Op, OpKind, Outcome, ReadValue};
+use crate::faults::FaultClass;
+use crate::net::{SimClock, SimConnector, SimListener};
+use crate::trace::Trace;
+
+const PORT: u16 = 7000;
+const EPOCH_MS: u64 = 1_700_000_000_000;
+/// Every group must elect a leader and commit within this long after healing.
+const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Simulated seconds of workload under faults.
+    pub fault_secs: u64,
+    /// Whether to inject faults at all.
+    pub faults: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { fault_secs: 60, faults: true }
+    }
+}
+
+/// What one run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the event log.
+    pub trace_hash: u64,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Client operations recorded.
+    pub ops: usize,
+    /// Faults injected, by class.
+    pub faults: BTreeMap<FaultClass, u32>,
+    /// `None` if every check passed.
+    pub violation: Option<String>,
+    /// The event log.
+    pub trace: Vec<String>,
+}
+
+/// Fixed per-seed parameters.
+struct Params {
+    nodes: usize,
+    groups: u32,
+    clients: u32,
+    keys: Vec<SessionId>,
+    idle_timeout_ms: u64,
+    may_expire: bool,
+}
+
+fn params(seed: u64, rng: &mut SmallRng) -> Params {
+    let nodes = if rng.gen_bool(0.3) { 5 } else { 3 };
+    let may_expire = rng.gen_bool(0.3);
+    let key_count = rng.gen_range(6..=12);
+    let keys = (0..key_count)
+        .map(|k| {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&seed.to_be_bytes());
+            bytes[8..].copy_from_slice(&(k as u64).to_be_bytes());
+            SessionId::from_bytes(bytes)
+        })
+        .collect();
+    Params {
+        nodes,
+        groups: rng.gen_range(2..=4),
+        clients: rng.gen_range(3..=5),
+        keys,
+        idle_timeout_ms: if may_expire { rng.gen_range(2_000..6_000) } else { 3_600_000 },
+        may_expire,
+    }
+}
+
+/// Aligns tokio's process-wide task-id counter so a crash drops tasks in the same order as in
+/// a fresh process (DESIGN §4: runtimes cancel tasks shard by shard, sharded by task id).
+pub fn align_task_ids() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("throwaway runtime");
+    rt.block_on(async {
+        loop {
+            let id = tokio::spawn(async { tokio::task::id() }).await.expect("task");
+            let n: u64 = id.to_string().parse().expect("task ids print as integers");
+            if (n + 1) % 64 == 0 {
+                break;
+            }
+        }
+    });
+}
+
+fn node_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
+    NodeConfig {
+        id: i as u64 + 1,
+        listen: format!("0.0.0.0:{PORT}"),
+        data_dir: Default::default(),
+        peers: (0..p.nodes).map(|j| Peer { id: j as u64 + 1, addr: format!("{}:{PORT}", node_name(j)) }).collect(),
+        groups: p.groups,
+        replicas: 3,
+        raft: RaftTuning {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_every_logs: snapshot_every,
+            logs_kept_after_snapshot: 3,
+        },
+        sessions: SessionDefaults { idle_timeout_ms: p.idle_timeout_ms, expire_tick_ms: 500 },
+    }
+}
+
+/// Shared state between the hosts, the clients and the driver (all on one thread).
+#[derive(Clone)]
+struct World {
+    trace: Trace,
+    history: Rc<RefCell<Vec<Op>>>,
+    clock: Rc<Cell<u64>>,
+    rafts: Rc<RefCell<BTreeMap<(usize, u32), Raft>>>,
+    final_reads: Rc<RefCell<Vec<(u64, Option<ReadValue>)>>>,
+    verdict: Rc<RefCell<Option<String>>>,
+}
+
+impl World {
+    fn tick(&self) -> u64 {
+        let t = self.clock.get() + 1;
+        self.clock.set(t);
+        t
+    }
+}
+
+fn now_ms() -> u128 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis()
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, options: &RunOptions) -> Report {
+    align_task_ids();
+    steadfast::raft::seed_thread_rng(seed ^ 0x5eed_0f_7a_f7);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let p = Rc::new(params(seed, &mut rng));
+    let snapshot_every = rng.gen_range(10..60);
+    let sync_latency = Duration::from_micros(rng.gen_range(200..3000));
+    let fault_end = Duration::from_secs(options.fault_secs);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(fault_end + Duration::from_secs(180))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(500))
+        .max_message_latency(Duration::from_millis(20))
+        .tcp_capacity(65_536)
+        .build();
+    let world = World {
+        trace: Trace::default(),
+        history: Rc::default(),
+        clock: Rc::default(),
+        rafts: Rc::default(),
+        final_reads: Rc::default(),
+        verdict: Rc::default(),
+    };
+    world.trace.event(0, format!("seed={seed} nodes={} groups={} clients={} keys={} expire={}", p.nodes, p.groups, p.clients, p.keys.len(), p.may_expire));
+    let disks: Vec<MemBackend> = (0..p.nodes).map(|_| MemBackend::with_sync_latency(sync_latency)).collect();
+    let offsets: Vec<Arc<AtomicI64>> = (0..p.nodes).map(|_| Arc::default()).collect();
+    for i in 0..p.nodes {
+        add_host(&mut sim, &world, &p, i, snapshot_every, disks[i].clone(), offsets[i].clone());
+    }
+    for c in 0..p.clients {
+        let client_seed = rng.gen();
+        sim.client(format!("c{c}"), workload(world.clone(), p.clone(), c, client_seed, fault_end));
+    }
+    sim.client("verifier", verify(world.clone(), p.clone(), fault_end));
+    let mut injector = Injector { rng: SmallRng::seed_from_u64(seed ^ 0xfa17), disks, offsets, counts: BTreeMap::new(), down: BTreeSet::new(), active: None, next_at: Duration::from_secs(2) };
+    let failure = drive(&mut sim, &world, &p, &mut injector, options.faults.then_some(fault_end));
+    let violation = failure.or_else(|| world.verdict.borrow().clone()).or_else(|| check_history(&world, &p));
+    let trace = world.trace.lines();
+    let ops = world.history.borrow().len();
+    Report {
+        seed,
+        trace_hash: world.trace.hash(),
+        nodes: p.nodes,
+        ops,
+        faults: injector.counts,
+        violation,
+        trace,
+    }
+}
+
+fn add_host(sim: &mut turmoil::Sim<'_>, world: &World, p: &Rc<Params>, i: usize, snapshot_every: u64, disk: MemBackend, offset: Arc<AtomicI64>) {
+    let booted = Rc::new(Cell::new(false));
+    let (world, p) = (world.clone(), p.clone());
+    sim.host(node_name(i), move || {
+        let bootstrap = !booted.replace(true);
+        let config = node_config(&p, i, snapshot_every);
+        let (disk, offset, world) = (disk.clone(), offset.clone(), world.clone());
+        let groups = p.groups;
+        async move {
+            let listener = turmoil::net::TcpListener::bind(format!("0.0.0.0:{PORT}")).await?;
+            let node = Node::start(NodeOptions {
+                config,
+                backend: Arc::new(disk),
+                clock: Arc::new(SimClock { epoch_ms: EPOCH_MS, offset_ms: offset }),
+                connector: Arc::new(SimConnector),
+                listener: Box::new(SimListener(listener)),
+                bootstrap,
+            })
+            .await
+            .map_err(|e| format!("node {} failed to start: {e}", i + 1))?;
+            world.trace.event(now_ms(), format!("node {} started (bootstrap={bootstrap})", i + 1));
+            for g in 0..groups {
+                if let Some(raft) = node.raft(GroupId(g)) {
+                    world.rafts.borrow_mut().insert((i, g), raft);
+                }
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
+
+fn value_of(attributes: &Attributes) -> u64 {
+    attributes.get("v").and_then(|v| v.as_slice().try_into().ok()).map_or(0, u64::from_be_bytes)
+}
+
+async fn connect(client: u32) -> Result<Client, Box<dyn std::error::Error>> {
+    let mut config = ClientConfig::new(vec!["n1:7000".into(), "n2:7000".into(), "n3:7000".into()]);
+    config.client_id = Some(ClientId(u64::from(client) + 1));
+    config.request_timeout = Duration::from_secs(3);
+    config.attempt_timeout = Duration::from_millis(700);
+    Ok(Client::connect_with(config, Arc::new(SimConnector)).await?)
+}
+
+async fn workload(world: World, p: Rc<Params>, me: u32, seed: u64, until: Duration) -> turmoil::Result {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let client = connect(me).await?;
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    while turmoil::sim_elapsed().unwrap_or_default() < until {
+        let key = rng.gen_range(0..p.keys.len()) as u64;
+        let id = p.keys[key as usize];
+        let expected = seen.get(&key).copied().filter(|_| rng.gen_bool(0.5));
+        let value = world.tick();
+        let kind = match rng.gen_range(0..100) {
+            0..=14 => OpKind::Create { value },
+            15..=49 => OpKind::Get,
+            50..=79 => OpKind::Put { value, expected },
+            80..=94 => OpKind::Touch,
+            _ => OpKind::Delete { expected },
+        };
+        let invoke = world.tick();
+        let outcome = execute(&client, id, &kind, &p).await;
+        if let Outcome::Ok { version, .. } = &outcome {
+            seen.insert(key, *version);
+        }
+        if let Outcome::Read { found: Some(r), .. } = &outcome {
+            seen.insert(key, r.version);
+        }
+        let complete = (outcome != Outcome::Unknown).then(|| world.tick());
+        world.trace.event(now_ms(), format!("c{me} key={key} {kind:?} -> {outcome:?}"));
+        let op = Op { id: invoke, client: me, group: id.group(p.groups).0, key, kind, invoke, complete, outcome };
+        world.history.borrow_mut().push(op);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..80))).await;
+    }
+    Ok(())
+}
+
+async fn execute(client: &Client, id: SessionId, kind: &OpKind, p: &Params) -> Outcome {
+    let ok = |w: steadfast::client::Written| Outcome::Ok { version: w.version, server_time_ms: w.server_time_ms };
+    let fail = |e: Error| match e {
+        Error::Exists => Outcome::Exists,
+        Error::NotFound => Outcome::NotFound,
+        Error::Conflict { current_version } => Outcome::Conflict { current: current_version },
+        _ => Outcome::Unknown,
+    };
+    match kind {
+        OpKind::Create { value } => {
+            let attributes = Attributes::from([("v".to_string(), value.to_be_bytes().to_vec())]);
+            let options = CreateOptions { idle_timeout: Some(Duration::from_millis(p.idle_timeout_ms)), lifetime: None };
+            client.create_with_id(id, attributes, options).await.map_or_else(fail, ok)
+        }
+        OpKind::Get => match client.read(id).await {
+            Ok(r) => Outcome::Read {
+                found: r.session.map(|s| ReadValue { version: s.version, value: value_of(&s.attributes), expires_at_ms: s.expires_at_ms }),
+                server_time_ms: r.server_time_ms,
+            },
+            Err(_) => Outcome::Unknown,
+        },
+        OpKind::Put { value, expected } => {
+            let update = Update { set: Attributes::from([("v".to_string(), value.to_be_bytes().to_vec())]), expected_version: *expected, ..Default::default() };
+            client.update(id, update).await.map_or_else(fail, ok)
+        }
+        OpKind::Touch => client.touch(id).await.map_or_else(fail, ok),
+        OpKind::Delete { expected } => client.delete(id, *expected).await.map_or_else(fail, ok),
+    }
+}
+
+/// After healing: liveness probes, final reads, replica digests.
+async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Result {
+    tokio::time::sleep(heal_at + Duration::from_secs(1)).await;
+    let client = connect(10_000).await?;
+    let started = turmoil::sim_elapsed().unwrap_or_default();
+    let mut rng = SmallRng::seed_from_u64(0x11fe);
+    for g in 0..p.groups {
+        let probe = loop {
+            let id = SessionId::from_bytes(rng.gen());
+            if id.group(p.groups).0 == g {
+                break id;
+            }
+        };
+        loop {
+            let elapsed = turmoil::sim_elapsed().unwrap_or_default() - started;
+            if elapsed > LIVENESS_BOUND {
+                *world.verdict.borrow_mut() = Some(format!("liveness: group {g} did not commit a write within {LIVENESS_BOUND:?} after healing"));
+                return Ok(());
+            }
+            if client.create_with_id(probe, Attributes::new(), CreateOptions::default()).await.is_ok() {
+                world.trace.event(now_ms(), format!("liveness probe committed in g{g}"));
+                break;
+            }
+        }
+    }
+    for (key, id) in p.keys.iter().enumerate() {
+        let read = loop {
+            if let Ok(r) = client.read(*id).await {
+                break r;
+            }
+        };
+        let found = read.session.map(|s| ReadValue { version: s.version, value: value_of(&s.attributes), expires_at_ms: s.expires_at_ms });
+        world.trace.event(now_ms(), format!("final key={key} {found:?}"));
+        world.final_reads.borrow_mut().push((key as u64, found));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut by_index: BTreeMap<(u32, Option<u64>), BTreeSet<u64>> = BTreeMap::new();
+    for (addr, status) in client.status().await {
+        for s in status.map_err(|e| format!("{addr}: {e}"))? {
+            world.trace.event(now_ms(), format!("status g{} n{} {} applied={:?} digest={:x}", s.group.0, s.node, s.role, s.applied_index, s.digest));
+            by_index.entry((s.group.0, s.applied_index)).or_default().insert(s.digest);
+        }
+    }
+    if let Some(((g, index), digests)) = by_index.iter().find(|(_, d)| d.len() > 1) {
+        *world.verdict.borrow_mut() = Some(format!("replica divergence: group {g} at applied index {index:?} has digests {digests:x?}"));
+    }
+    Ok(())
+}
+
+fn check_history(world: &World, p: &Params) -> Option<String> {
+    let history = world.history.borrow();
+    let finals = world.final_reads.borrow();
+    let options = CheckOptions { sessions_may_expire: p.may_expire };
+    checker::check_final_reads_with(&history, &finals, options).err().map(|v| format!("checker: {v}"))
+}
+
+struct Injector {
+    rng: SmallRng,
+    disks: Vec<MemBackend>,
+    offsets: Vec<Arc<AtomicI64>>,
+    counts: BTreeMap<FaultClass, u32>,
+    down: BTreeSet<usize>,
+    active: Option<(FaultClass, Duration, Vec<(String, String)>)>,
+    next_at: Duration,
+}
+
+/// Steps the simulation, injecting and healing faults; `Some(reason)` if the run broke.
+fn drive(sim: &mut turmoil::Sim<'_>, world: &World, p: &Params, inj: &mut Injector, fault_end: Option<Duration>) -> Option<String> {
+    let mut healed = fault_end.is_none();
+    loop {
+        match sim.step() {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => return Some(format!("simulation error: {e}")),
+        }
+        let now = sim.elapsed();
+        let Some(end) = fault_end else { continue };
+        if !healed && now >= end {
+            heal(sim, world, inj, p);
+            world.trace.event(now.as_millis(), "healed everything");
+            healed = true;
+        }
+        if healed {
+            continue;
+        }
+        if let Some((class, until, _)) = &inj.active {
+            if now >= *until {
+                let class = *class;
+                heal(sim, world, inj, p);
+                world.trace.event(now.as_millis(), format!("healed {class}"));
+                inj.next_at = now + Duration::from_millis(inj.rng.gen_range(300..2500));
+            }
+        } else if now >= inj.next_at {
+            inject(sim, world, inj, p, now);
+        }
+    }
+}
+
+fn leader_counts(world: &World, p: &Params, down: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+    let rafts = world.rafts.borrow();
+    let mut counts: Vec<(usize, usize)> = (0..p.nodes).filter(|i| !down.contains(i)).map(|i| (i, 0)).collect();
+    for ((node, _), raft) in rafts.iter() {
+        if raft.metrics().borrow().state.is_leader() {
+            if let Some(c) = counts.iter_mut().find(|(n, _)| n == node) {
+                c.1 += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn pairs_across(a: &[usize], b: &[usize]) -> Vec<(String, String)> {
+    a.iter().flat_map(|x| b.iter().map(move |y| (node_name(*x), node_name(*y)))).collect()
+}
+
+fn inject(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Params, now: Duration) {
+    let classes: Vec<FaultClass> = FaultClass::ALL.iter().copied().filter(|c| c.applies_to(p.nodes)).collect();
+    let class = *classes.choose(&mut inj.rng).expect("classes");
+    let mut order: Vec<usize> = (0..p.nodes).collect();
+    order.shuffle(&mut inj.rng);
+    let mut leaders = leader_counts(world, p, &inj.down);
+    leaders.sort_by_key(|(n, c)| (std::cmp::Reverse(*c), *n));
+    let top = leaders.first().map_or(order[0], |(n, _)| *n);
+    let bottom = leaders.last().map_or(order[0], |(n, _)| *n);
+    let mut cut: Vec<(String, String)> = Vec::new();
+    let mut detail = String::new();
+    match class {
+        FaultClass::PartitionMajority => {
+            let minority = (p.nodes - 1) / 2;
+            cut = pairs_across(&order[..minority], &order[minority..]);
+        }
+        FaultClass::IsolateLeader | FaultClass::Pause => {
+            let others: Vec<usize> = (0..p.nodes).filter(|n| *n != top).collect();
+            cut = pairs_across(&[top], &others);
+            detail = node_name(top);
+        }
+        FaultClass::MajoritiesRing => {
+            for i in 0..p.nodes {
+                let skip = order[(i + 2) % p.nodes];
+                cut.push((node_name(order[i]), node_name(skip)));
+            }
+        }
+        FaultClass::Bridge => cut = pairs_across(&order[..2], &order[3..]),
+        FaultClass::OneWay => {
+            let others: Vec<usize> = (0..p.nodes).filter(|n| *n != top).collect();
+            for o in others {
+                sim.partition_oneway(node_name(o), node_name(top));
+            }
+            detail = format!("{} hears nobody", node_name(top));
+        }
+        FaultClass::HoldRelease => cut = pairs_across(&order[..1], &order[1..]),
+        FaultClass::MessageLoss => {
+            for (a, b) in pairs_across(&order, &order).into_iter().filter(|(a, b)| a < b) {
+                sim.set_link_fail_rate(a.clone(), b.clone(), 0.05);
+                cut.push((a, b));
+            }
+        }
+        FaultClass::KillLeader => kill(sim, inj, &[top]),
+        FaultClass::KillFollower => kill(sim, inj, &[bottom]),
+        FaultClass::KillMajority => kill(sim, inj, &order[..p.nodes / 2 + 1].to_vec()),
+        FaultClass::KillAll => kill(sim, inj, &order.clone()),
+        FaultClass::ClockJump => {
+            let jump = inj.rng.gen_range(-20_000i64..30_000);
+            inj.offsets[order[0]].fetch_add(jump, std::sync::atomic::Ordering::Relaxed);
+            detail = format!("{} jumps {jump} ms", node_name(order[0]));
+        }
+    }
+    match class {
+        FaultClass::HoldRelease | FaultClass::Pause => {
+            for (a, b) in &cut {
+                sim.hold(a.clone(), b.clone());
+            }
+        }
+        FaultClass::MessageLoss | FaultClass::OneWay => {}
+        _ => {
+            for (a, b) in &cut {
+                sim.partition(a.clone(), b.clone());
+            }
+        }
+    }
+    if matches!(class, FaultClass::KillLeader | FaultClass::KillFollower | FaultClass::KillMajority | FaultClass::KillAll) {
+        detail = format!("down {:?}", inj.down.iter().map(|n| node_name(*n)).collect::<Vec<_>>());
+    }
+    *inj.counts.entry(class).or_default() += 1;
+    let hold_ms = match class {
+        FaultClass::Pause => inj.rng.gen_range(700..3000),
+        _ => inj.rng.gen_range(500..6000),
+    };
+    world.trace.event(now.as_millis(), format!("fault {class} {detail} cut={cut:?} for {hold_ms} ms"));
+    inj.active = Some((class, now + Duration::from_millis(hold_ms), cut));
+}
+
+fn kill(sim: &mut turmoil::Sim<'_>, inj: &mut Injector, nodes: &[usize]) {
+    for n in nodes {
+        if inj.down.insert(*n) {
+            sim.crash(node_name(*n));
+            let pending = inj.disks[*n].pending_writes();
+            let keep = inj.rng.gen_range(0..=pending);
+            inj.disks[*n].crash(keep);
+        }
+    }
+}
+
+fn heal(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Params) {
+    let names: Vec<String> = (0..p.nodes).map(node_name).collect();
+    for a in &names {
+        for b in &names {
+            if a != b {
+                sim.repair(a.clone(), b.clone());
+                sim.release(a.clone(), b.clone());
+                sim.set_link_fail_rate(a.clone(), b.clone(), 0.0);
+            }
+        }
+    }
+    for n in std::mem::take(&mut inj.down) {
+        world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
+        sim.bounce(node_name(n));
+    }
+    inj.active = None;
+}
