@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::id::{ClientId, GroupId, SessionId};
 use crate::state::SessionView;
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
-use crate::wire::{ClientRequest, GroupStatus, ReadReply, RequestBody, ResponseBody, Topology, WireError};
+use crate::wire::{
+    ClientRequest, GroupStatus, ReadReply, RequestBody, ResponseBody, Topology, WireError,
+};
 
 /// Client settings.
 #[derive(Clone, Debug)]

@@ -331,7 +331,12 @@ async fn read(
     let m = handle.machine.read().expect("state lock");
     let applied = m.last_applied.map_or(0, |l| l.index);
     ResponseBody::Read(ReadReply {
-        session: m.state.get(&id),
+        session: if cfg!(feature = "broken-local-clock") {
+            // Deliberately wrong (simulation teeth only): expiry judged by this node's clock.
+            m.state.get_judged_at(&id, now_ms)
+        } else {
+            m.state.get(&id)
+        },
         server_time_ms: m.state.clock_ms(),
         read_index: read_index.max(applied),
     })

@@ -130,9 +130,15 @@ impl SessionState {
 
     /// Reads a session as of the replicated clock; an expired session is never returned.
     pub fn get(&self, id: &SessionId) -> Option<SessionView> {
+        self.get_judged_at(id, self.clock_ms)
+    }
+
+    /// Reads a session, judging expiry at `now_ms`. Only [`SessionState::get`] is correct; this
+    /// exists so the simulation can prove it catches a node that trusts its own clock.
+    pub fn get_judged_at(&self, id: &SessionId, now_ms: u64) -> Option<SessionView> {
         let s = self.sessions.get(id)?;
         let expires_at_ms = s.expires_at_ms();
-        if expires_at_ms <= self.clock_ms {
+        if expires_at_ms <= now_ms {
             return None;
         }
         Some(SessionView {

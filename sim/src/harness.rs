@@ -44,7 +44,10 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { fault_secs: 60, faults: true }
+        RunOptions {
+            fault_secs: 60,
+            faults: true,
+        }
     }
 }
 
@@ -94,7 +97,11 @@ fn params(seed: u64, rng: &mut SmallRng) -> Params {
         groups: rng.gen_range(2..=4),
         clients: rng.gen_range(3..=5),
         keys,
-        idle_timeout_ms: if may_expire { rng.gen_range(2_000..6_000) } else { 3_600_000 },
+        idle_timeout_ms: if may_expire {
+            rng.gen_range(2_000..6_000)
+        } else {
+            3_600_000
+        },
         may_expire,
     }
 }
@@ -102,10 +109,14 @@ fn params(seed: u64, rng: &mut SmallRng) -> Params {
 /// Aligns tokio's process-wide task-id counter so a crash drops tasks in the same order as in
 /// a fresh process (DESIGN §4: runtimes cancel tasks shard by shard, sharded by task id).
 pub fn align_task_ids() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("throwaway runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("throwaway runtime");
     rt.block_on(async {
         loop {
-            let id = tokio::spawn(async { tokio::task::id() }).await.expect("task");
+            let id = tokio::spawn(async { tokio::task::id() })
+                .await
+                .expect("task");
             let n: u64 = id.to_string().parse().expect("task ids print as integers");
             if (n + 1) % 64 == 0 {
                 break;
@@ -123,7 +134,12 @@ fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
         id: i as u64 + 1,
         listen: format!("0.0.0.0:{PORT}"),
         data_dir: Default::default(),
-        peers: (0..p.nodes).map(|j| Peer { id: j as u64 + 1, addr: format!("{}:{PORT}", node_name(j)) }).collect(),
+        peers: (0..p.nodes)
+            .map(|j| Peer {
+                id: j as u64 + 1,
+                addr: format!("{}:{PORT}", node_name(j)),
+            })
+            .collect(),
         groups: p.groups,
         replicas: 3,
         raft: RaftTuning {
@@ -133,7 +149,10 @@ fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
             snapshot_every_logs: snapshot_every,
             logs_kept_after_snapshot: 3,
         },
-        sessions: SessionDefaults { idle_timeout_ms: p.idle_timeout_ms, expire_tick_ms: 500 },
+        sessions: SessionDefaults {
+            idle_timeout_ms: p.idle_timeout_ms,
+            expire_tick_ms: 500,
+        },
     }
 }
 
@@ -186,20 +205,59 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         final_reads: Rc::default(),
         verdict: Rc::default(),
     };
-    world.trace.event(0, format!("seed={seed} nodes={} groups={} clients={} keys={} expire={}", p.nodes, p.groups, p.clients, p.keys.len(), p.may_expire));
-    let disks: Vec<MemBackend> = (0..p.nodes).map(|_| MemBackend::with_sync_latency(sync_latency)).collect();
+    world.trace.event(
+        0,
+        format!(
+            "seed={seed} nodes={} groups={} clients={} keys={} expire={}",
+            p.nodes,
+            p.groups,
+            p.clients,
+            p.keys.len(),
+            p.may_expire
+        ),
+    );
+    let disks: Vec<MemBackend> = (0..p.nodes)
+        .map(|_| MemBackend::with_sync_latency(sync_latency))
+        .collect();
     let offsets: Vec<Arc<AtomicI64>> = (0..p.nodes).map(|_| Arc::default()).collect();
     for i in 0..p.nodes {
-        add_host(&mut sim, &world, &p, i, snapshot_every, disks[i].clone(), offsets[i].clone());
+        add_host(
+            &mut sim,
+            &world,
+            &p,
+            i,
+            snapshot_every,
+            disks[i].clone(),
+            offsets[i].clone(),
+        );
     }
     for c in 0..p.clients {
         let client_seed = rng.gen();
-        sim.client(format!("c{c}"), workload(world.clone(), p.clone(), c, client_seed, fault_end));
+        sim.client(
+            format!("c{c}"),
+            workload(world.clone(), p.clone(), c, client_seed, fault_end),
+        );
     }
     sim.client("verifier", verify(world.clone(), p.clone(), fault_end));
-    let mut injector = Injector { rng: SmallRng::seed_from_u64(seed ^ 0xfa17), disks, offsets, counts: BTreeMap::new(), down: BTreeSet::new(), active: None, next_at: Duration::from_secs(2) };
-    let failure = drive(&mut sim, &world, &p, &mut injector, options.faults.then_some(fault_end));
-    let violation = failure.or_else(|| world.verdict.borrow().clone()).or_else(|| check_history(&world, &p));
+    let mut injector = Injector {
+        rng: SmallRng::seed_from_u64(seed ^ 0xfa17),
+        disks,
+        offsets,
+        counts: BTreeMap::new(),
+        down: BTreeSet::new(),
+        active: None,
+        next_at: Duration::from_secs(2),
+    };
+    let failure = drive(
+        &mut sim,
+        &world,
+        &p,
+        &mut injector,
+        options.faults.then_some(fault_end),
+    );
+    let violation = failure
+        .or_else(|| world.verdict.borrow().clone())
+        .or_else(|| check_history(&world, &p));
     let trace = world.trace.lines();
     let ops = world.history.borrow().len();
     Report {
@@ -213,7 +271,15 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
     }
 }
 
-fn add_host(sim: &mut turmoil::Sim<'_>, world: &World, p: &Rc<Params>, i: usize, snapshot_every: u64, disk: MemBackend, offset: Arc<AtomicI64>) {
+fn add_host(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    p: &Rc<Params>,
+    i: usize,
+    snapshot_every: u64,
+    disk: MemBackend,
+    offset: Arc<AtomicI64>,
+) {
     let booted = Rc::new(Cell::new(false));
     let (world, p) = (world.clone(), p.clone());
     sim.host(node_name(i), move || {
@@ -226,14 +292,20 @@ fn add_host(sim: &mut turmoil::Sim<'_>, world: &World, p: &Rc<Params>, i: usize,
             let node = Node::start(NodeOptions {
                 config,
                 backend: Arc::new(disk),
-                clock: Arc::new(SimClock { epoch_ms: EPOCH_MS, offset_ms: offset }),
+                clock: Arc::new(SimClock {
+                    epoch_ms: EPOCH_MS,
+                    offset_ms: offset,
+                }),
                 connector: Arc::new(SimConnector),
                 listener: Box::new(SimListener(listener)),
                 bootstrap,
             })
             .await
             .map_err(|e| format!("node {} failed to start: {e}", i + 1))?;
-            world.trace.event(now_ms(), format!("node {} started (bootstrap={bootstrap})", i + 1));
+            world.trace.event(
+                now_ms(),
+                format!("node {} started (bootstrap={bootstrap})", i + 1),
+            );
             for g in 0..groups {
                 if let Some(raft) = node.raft(GroupId(g)) {
                     world.rafts.borrow_mut().insert((i, g), raft);
@@ -246,7 +318,10 @@ fn add_host(sim: &mut turmoil::Sim<'_>, world: &World, p: &Rc<Params>, i: usize,
 }
 
 fn value_of(attributes: &Attributes) -> u64 {
-    attributes.get("v").and_then(|v| v.as_slice().try_into().ok()).map_or(0, u64::from_be_bytes)
+    attributes
+        .get("v")
+        .and_then(|v| v.as_slice().try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 async fn connect(client: u32) -> Result<Client, Box<dyn std::error::Error>> {
@@ -257,7 +332,13 @@ async fn connect(client: u32) -> Result<Client, Box<dyn std::error::Error>> {
     Ok(Client::connect_with(config, Arc::new(SimConnector)).await?)
 }
 
-async fn workload(world: World, p: Rc<Params>, me: u32, seed: u64, until: Duration) -> turmoil::Result {
+async fn workload(
+    world: World,
+    p: Rc<Params>,
+    me: u32,
+    seed: u64,
+    until: Duration,
+) -> turmoil::Result {
     let mut rng = SmallRng::seed_from_u64(seed);
     let client = connect(me).await?;
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
@@ -282,8 +363,19 @@ async fn workload(world: World, p: Rc<Params>, me: u32, seed: u64, until: Durati
             seen.insert(key, r.version);
         }
         let complete = (outcome != Outcome::Unknown).then(|| world.tick());
-        world.trace.event(now_ms(), format!("c{me} key={key} {kind:?} -> {outcome:?}"));
-        let op = Op { id: invoke, client: me, group: id.group(p.groups).0, key, kind, invoke, complete, outcome };
+        world
+            .trace
+            .event(now_ms(), format!("c{me} key={key} {kind:?} -> {outcome:?}"));
+        let op = Op {
+            id: invoke,
+            client: me,
+            group: id.group(p.groups).0,
+            key,
+            kind,
+            invoke,
+            complete,
+            outcome,
+        };
         world.history.borrow_mut().push(op);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..80))).await;
     }
@@ -291,28 +383,47 @@ async fn workload(world: World, p: Rc<Params>, me: u32, seed: u64, until: Durati
 }
 
 async fn execute(client: &Client, id: SessionId, kind: &OpKind, p: &Params) -> Outcome {
-    let ok = |w: steadfast::client::Written| Outcome::Ok { version: w.version, server_time_ms: w.server_time_ms };
+    let ok = |w: steadfast::client::Written| Outcome::Ok {
+        version: w.version,
+        server_time_ms: w.server_time_ms,
+    };
     let fail = |e: Error| match e {
         Error::Exists => Outcome::Exists,
         Error::NotFound => Outcome::NotFound,
-        Error::Conflict { current_version } => Outcome::Conflict { current: current_version },
+        Error::Conflict { current_version } => Outcome::Conflict {
+            current: current_version,
+        },
         _ => Outcome::Unknown,
     };
     match kind {
         OpKind::Create { value } => {
             let attributes = Attributes::from([("v".to_string(), value.to_be_bytes().to_vec())]);
-            let options = CreateOptions { idle_timeout: Some(Duration::from_millis(p.idle_timeout_ms)), lifetime: None };
-            client.create_with_id(id, attributes, options).await.map_or_else(fail, ok)
+            let options = CreateOptions {
+                idle_timeout: Some(Duration::from_millis(p.idle_timeout_ms)),
+                lifetime: None,
+            };
+            client
+                .create_with_id(id, attributes, options)
+                .await
+                .map_or_else(fail, ok)
         }
         OpKind::Get => match client.read(id).await {
             Ok(r) => Outcome::Read {
-                found: r.session.map(|s| ReadValue { version: s.version, value: value_of(&s.attributes), expires_at_ms: s.expires_at_ms }),
+                found: r.session.map(|s| ReadValue {
+                    version: s.version,
+                    value: value_of(&s.attributes),
+                    expires_at_ms: s.expires_at_ms,
+                }),
                 server_time_ms: r.server_time_ms,
             },
             Err(_) => Outcome::Unknown,
         },
         OpKind::Put { value, expected } => {
-            let update = Update { set: Attributes::from([("v".to_string(), value.to_be_bytes().to_vec())]), expected_version: *expected, ..Default::default() };
+            let update = Update {
+                set: Attributes::from([("v".to_string(), value.to_be_bytes().to_vec())]),
+                expected_version: *expected,
+                ..Default::default()
+            };
             client.update(id, update).await.map_or_else(fail, ok)
         }
         OpKind::Touch => client.touch(id).await.map_or_else(fail, ok),
@@ -339,8 +450,14 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
                 *world.verdict.borrow_mut() = Some(format!("liveness: group {g} did not commit a write within {LIVENESS_BOUND:?} after healing"));
                 return Ok(());
             }
-            if client.create_with_id(probe, Attributes::new(), CreateOptions::default()).await.is_ok() {
-                world.trace.event(now_ms(), format!("liveness probe committed in g{g}"));
+            if client
+                .create_with_id(probe, Attributes::new(), CreateOptions::default())
+                .await
+                .is_ok()
+            {
+                world
+                    .trace
+                    .event(now_ms(), format!("liveness probe committed in g{g}"));
                 break;
             }
         }
@@ -351,20 +468,37 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
                 break r;
             }
         };
-        let found = read.session.map(|s| ReadValue { version: s.version, value: value_of(&s.attributes), expires_at_ms: s.expires_at_ms });
-        world.trace.event(now_ms(), format!("final key={key} {found:?}"));
+        let found = read.session.map(|s| ReadValue {
+            version: s.version,
+            value: value_of(&s.attributes),
+            expires_at_ms: s.expires_at_ms,
+        });
+        world
+            .trace
+            .event(now_ms(), format!("final key={key} {found:?}"));
         world.final_reads.borrow_mut().push((key as u64, found));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut by_index: BTreeMap<(u32, Option<u64>), BTreeSet<u64>> = BTreeMap::new();
     for (addr, status) in client.status().await {
         for s in status.map_err(|e| format!("{addr}: {e}"))? {
-            world.trace.event(now_ms(), format!("status g{} n{} {} applied={:?} digest={:x}", s.group.0, s.node, s.role, s.applied_index, s.digest));
-            by_index.entry((s.group.0, s.applied_index)).or_default().insert(s.digest);
+            world.trace.event(
+                now_ms(),
+                format!(
+                    "status g{} n{} {} applied={:?} digest={:x}",
+                    s.group.0, s.node, s.role, s.applied_index, s.digest
+                ),
+            );
+            by_index
+                .entry((s.group.0, s.applied_index))
+                .or_default()
+                .insert(s.digest);
         }
     }
     if let Some(((g, index), digests)) = by_index.iter().find(|(_, d)| d.len() > 1) {
-        *world.verdict.borrow_mut() = Some(format!("replica divergence: group {g} at applied index {index:?} has digests {digests:x?}"));
+        *world.verdict.borrow_mut() = Some(format!(
+            "replica divergence: group {g} at applied index {index:?} has digests {digests:x?}"
+        ));
     }
     Ok(())
 }
@@ -372,8 +506,12 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
 fn check_history(world: &World, p: &Params) -> Option<String> {
     let history = world.history.borrow();
     let finals = world.final_reads.borrow();
-    let options = CheckOptions { sessions_may_expire: p.may_expire };
-    checker::check_final_reads_with(&history, &finals, options).err().map(|v| format!("checker: {v}"))
+    let options = CheckOptions {
+        sessions_may_expire: p.may_expire,
+    };
+    checker::check_final_reads_with(&history, &finals, options)
+        .err()
+        .map(|v| format!("checker: {v}"))
 }
 
 struct Injector {
@@ -387,7 +525,13 @@ struct Injector {
 }
 
 /// Steps the simulation, injecting and healing faults; `Some(reason)` if the run broke.
-fn drive(sim: &mut turmoil::Sim<'_>, world: &World, p: &Params, inj: &mut Injector, fault_end: Option<Duration>) -> Option<String> {
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    p: &Params,
+    inj: &mut Injector,
+    fault_end: Option<Duration>,
+) -> Option<String> {
     let mut healed = fault_end.is_none();
     loop {
         match sim.step() {
@@ -409,7 +553,9 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, p: &Params, inj: &mut Inject
             if now >= *until {
                 let class = *class;
                 heal(sim, world, inj, p);
-                world.trace.event(now.as_millis(), format!("healed {class}"));
+                world
+                    .trace
+                    .event(now.as_millis(), format!("healed {class}"));
                 inj.next_at = now + Duration::from_millis(inj.rng.gen_range(300..2500));
             }
         } else if now >= inj.next_at {
@@ -420,7 +566,10 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, p: &Params, inj: &mut Inject
 
 fn leader_counts(world: &World, p: &Params, down: &BTreeSet<usize>) -> Vec<(usize, usize)> {
     let rafts = world.rafts.borrow();
-    let mut counts: Vec<(usize, usize)> = (0..p.nodes).filter(|i| !down.contains(i)).map(|i| (i, 0)).collect();
+    let mut counts: Vec<(usize, usize)> = (0..p.nodes)
+        .filter(|i| !down.contains(i))
+        .map(|i| (i, 0))
+        .collect();
     for ((node, _), raft) in rafts.iter() {
         if raft.metrics().borrow().state.is_leader() {
             if let Some(c) = counts.iter_mut().find(|(n, _)| n == node) {
@@ -432,11 +581,23 @@ fn leader_counts(world: &World, p: &Params, down: &BTreeSet<usize>) -> Vec<(usiz
 }
 
 fn pairs_across(a: &[usize], b: &[usize]) -> Vec<(String, String)> {
-    a.iter().flat_map(|x| b.iter().map(move |y| (node_name(*x), node_name(*y)))).collect()
+    a.iter()
+        .flat_map(|x| b.iter().map(move |y| (node_name(*x), node_name(*y))))
+        .collect()
 }
 
-fn inject(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Params, now: Duration) {
-    let classes: Vec<FaultClass> = FaultClass::ALL.iter().copied().filter(|c| c.applies_to(p.nodes)).collect();
+fn inject(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    inj: &mut Injector,
+    p: &Params,
+    now: Duration,
+) {
+    let classes: Vec<FaultClass> = FaultClass::ALL
+        .iter()
+        .copied()
+        .filter(|c| c.applies_to(p.nodes))
+        .collect();
     let class = *classes.choose(&mut inj.rng).expect("classes");
     let mut order: Vec<usize> = (0..p.nodes).collect();
     order.shuffle(&mut inj.rng);
@@ -472,7 +633,10 @@ fn inject(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Par
         }
         FaultClass::HoldRelease => cut = pairs_across(&order[..1], &order[1..]),
         FaultClass::MessageLoss => {
-            for (a, b) in pairs_across(&order, &order).into_iter().filter(|(a, b)| a < b) {
+            for (a, b) in pairs_across(&order, &order)
+                .into_iter()
+                .filter(|(a, b)| a < b)
+            {
                 sim.set_link_fail_rate(a.clone(), b.clone(), 0.05);
                 cut.push((a, b));
             }
@@ -500,15 +664,27 @@ fn inject(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Par
             }
         }
     }
-    if matches!(class, FaultClass::KillLeader | FaultClass::KillFollower | FaultClass::KillMajority | FaultClass::KillAll) {
-        detail = format!("down {:?}", inj.down.iter().map(|n| node_name(*n)).collect::<Vec<_>>());
+    if matches!(
+        class,
+        FaultClass::KillLeader
+            | FaultClass::KillFollower
+            | FaultClass::KillMajority
+            | FaultClass::KillAll
+    ) {
+        detail = format!(
+            "down {:?}",
+            inj.down.iter().map(|n| node_name(*n)).collect::<Vec<_>>()
+        );
     }
     *inj.counts.entry(class).or_default() += 1;
     let hold_ms = match class {
         FaultClass::Pause => inj.rng.gen_range(700..3000),
         _ => inj.rng.gen_range(500..6000),
     };
-    world.trace.event(now.as_millis(), format!("fault {class} {detail} cut={cut:?} for {hold_ms} ms"));
+    world.trace.event(
+        now.as_millis(),
+        format!("fault {class} {detail} cut={cut:?} for {hold_ms} ms"),
+    );
     inj.active = Some((class, now + Duration::from_millis(hold_ms), cut));
 }
 

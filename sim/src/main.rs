@@ -42,7 +42,10 @@ fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
     Some(a.parse().ok()?..b.parse().ok()?)
 }
 
-#[expect(clippy::disallowed_methods, reason = "wall time only measures the sweep's speed")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "wall time only measures the sweep's speed"
+)]
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut seeds: Vec<u64> = match (&args.seeds, args.seed) {
@@ -59,12 +62,18 @@ fn main() -> ExitCode {
     for _ in 0..args.fresh {
         seeds.push(rand::random::<u64>() >> 1);
     }
-    let options = RunOptions { fault_secs: args.fault_secs, ..RunOptions::default() };
+    let options = RunOptions {
+        fault_secs: args.fault_secs,
+        ..RunOptions::default()
+    };
     let started = Instant::now();
     let mut totals: BTreeMap<FaultClass, u32> = BTreeMap::new();
     let (mut ran, mut failed, mut sim_secs) = (0u64, 0u64, 0u64);
     for seed in seeds {
-        if args.budget_secs.is_some_and(|b| started.elapsed().as_secs() >= b) {
+        if args
+            .budget_secs
+            .is_some_and(|b| started.elapsed().as_secs() >= b)
+        {
             println!("budget exhausted after {ran} seeds");
             break;
         }
@@ -73,7 +82,10 @@ fn main() -> ExitCode {
         if args.check_determinism {
             let again = harness::run(seed, &options);
             if again.trace_hash != report.trace_hash && verdict.is_none() {
-                verdict = Some(format!("non-deterministic: trace {:016x} then {:016x}", report.trace_hash, again.trace_hash));
+                verdict = Some(format!(
+                    "non-deterministic: trace {:016x} then {:016x}",
+                    report.trace_hash, again.trace_hash
+                ));
             }
         }
         ran += 1;
@@ -83,7 +95,10 @@ fn main() -> ExitCode {
         }
         let faults: u32 = report.faults.values().sum();
         match &verdict {
-            None => println!("seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=ok", report.trace_hash, report.nodes, report.ops),
+            None => println!(
+                "seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=ok",
+                report.trace_hash, report.nodes, report.ops
+            ),
             Some(v) => {
                 failed += 1;
                 println!("seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=VIOLATION {v}", report.trace_hash, report.nodes, report.ops);

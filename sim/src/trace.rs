@@ -12,7 +12,9 @@ pub struct Trace {
 impl Trace {
     /// Records one event at simulated time `at_ms`.
     pub fn event(&self, at_ms: u128, event: impl AsRef<str>) {
-        self.lines.borrow_mut().push(format!("{at_ms:>8} {}", event.as_ref()));
+        self.lines
+            .borrow_mut()
+            .push(format!("{at_ms:>8} {}", event.as_ref()));
     }
 
     /// Every line so far.

@@ -104,7 +104,10 @@ impl MemBackend {
 
     /// A fresh, empty disk whose syncs take `latency` (on the runtime's clock).
     pub fn with_sync_latency(latency: std::time::Duration) -> Self {
-        MemBackend { sync_latency: latency, ..Self::default() }
+        MemBackend {
+            sync_latency: latency,
+            ..Self::default()
+        }
     }
 
     /// Simulates power loss: of the writes not yet synced, only the first `keep` reach the disk.
