@@ -15,12 +15,14 @@
     reason = "openraft's error types are large by design and appear in our storage and read paths"
 )]
 
+pub mod adapters;
 pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod id;
 pub mod limits;
 pub mod node;

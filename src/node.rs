@@ -331,12 +331,7 @@ async fn read(
     let m = handle.machine.read().expect("state lock");
     let applied = m.last_applied.map_or(0, |l| l.index);
     ResponseBody::Read(ReadReply {
-        session: if cfg!(feature = "broken-local-clock") {
-            // Deliberately wrong (simulation teeth only): expiry judged by this node's clock.
-            m.state.get_judged_at(&id, now_ms)
-        } else {
-            m.state.get(&id)
-        },
+        session: m.state.get(&id),
         server_time_ms: m.state.clock_ms(),
         read_index: read_index.max(applied),
     })
@@ -353,6 +348,9 @@ fn read_error(
         other => WireError::Unavailable(other.to_string()),
     }
 }
+
+/// The longest one ReadIndex round (barrier write plus quorum check) may take.
+const READ_ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
 type ReadResult = Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
 
@@ -379,6 +377,7 @@ impl ReadRound {
     async fn run(&self) -> ReadResult {
         let term = self.raft.metrics().borrow().current_term;
         if self.barrier_term.load(Ordering::Acquire) != term {
+            tracing::debug!(term, "read barrier");
             let request = Request {
                 now_ms: self.now_ms,
                 origin: None,
@@ -433,7 +432,15 @@ async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, round: ReadRound) {
             std::mem::take(&mut q.waiters)
         };
         // Every waiter taken here arrived before this round started, so its ReadIndex is valid.
-        let result = round.run().await;
+        // A round must not wedge every later read on this group: bound it.
+        let result = match tokio::time::timeout(READ_ROUND_TIMEOUT, round.run()).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("read round timed out");
+                let e = openraft::error::QuorumNotEnough { cluster: "read round timed out".into(), got: Default::default() };
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))
+            }
+        };
         for w in waiters {
             let _ = w.send(result.clone());
         }

@@ -19,6 +19,11 @@ use crate::command::{Attributes, Command, Origin, Outcome, Request, Response};
 use crate::id::SessionId;
 use crate::limits;
 
+/// A state image that no state machine could have produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid state image: {0}")]
+pub struct InvalidImage(pub String);
+
 /// One stored session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -130,15 +135,9 @@ impl SessionState {
 
     /// Reads a session as of the replicated clock; an expired session is never returned.
     pub fn get(&self, id: &SessionId) -> Option<SessionView> {
-        self.get_judged_at(id, self.clock_ms)
-    }
-
-    /// Reads a session, judging expiry at `now_ms`. Only [`SessionState::get`] is correct; this
-    /// exists so the simulation can prove it catches a node that trusts its own clock.
-    pub fn get_judged_at(&self, id: &SessionId, now_ms: u64) -> Option<SessionView> {
         let s = self.sessions.get(id)?;
         let expires_at_ms = s.expires_at_ms();
-        if expires_at_ms <= now_ms {
+        if expires_at_ms <= self.clock_ms {
             return None;
         }
         Some(SessionView {
@@ -156,7 +155,12 @@ impl SessionState {
 
     /// Applies one committed request at log index `index`.
     pub fn apply(&mut self, index: u64, request: &Request) -> Response {
-        self.clock_ms = self.clock_ms.max(request.now_ms);
+        self.clock_ms = if cfg!(feature = "broken-local-clock") {
+            // Deliberately wrong (simulation teeth only): each leader's own clock decides expiry.
+            request.now_ms
+        } else {
+            self.clock_ms.max(request.now_ms)
+        };
         if let Some(origin) = request.origin {
             if let Some(previous) = self.dedup.get(&origin) {
                 return previous.clone();
@@ -294,8 +298,8 @@ impl SessionState {
     /// Removes a live session and tombstones its id.
     fn kill(&mut self, id: &SessionId) {
         if let Some(session) = self.sessions.remove(id) {
-            let removed = self.expiry.remove(&(session.expires_at_ms(), *id));
-            debug_assert!(removed, "every live session is in the expiry index");
+            // Already gone when the purge loop popped it first.
+            self.expiry.remove(&(session.expires_at_ms(), *id));
             self.tombstones.insert(*id, self.clock_ms);
             self.tombstone_order.insert((self.clock_ms, *id));
         }
@@ -313,16 +317,21 @@ impl SessionState {
 
     fn purge_expired(&mut self) -> u64 {
         let mut purged = 0;
+        // Every iteration consumes an index entry, so the loop ends even if the index and the
+        // sessions disagree (regression: a fuzzed snapshot with a duplicate id spun forever).
         while let Some(&(at, id)) = self.expiry.first() {
             if at > self.clock_ms {
                 break;
             }
-            self.kill(&id);
-            purged += 1;
+            self.expiry.pop_first();
+            if self.sessions.get(&id).is_some_and(|s| s.expires_at_ms() == at) {
+                self.kill(&id);
+                purged += 1;
+            }
         }
-        let horizon = self.clock_ms.saturating_sub(limits::TOMBSTONE_RETENTION_MS);
         while let Some(&(died, id)) = self.tombstone_order.first() {
-            if died > horizon && self.tombstone_order.len() <= limits::TOMBSTONES_MAX {
+            let fresh = died.saturating_add(limits::TOMBSTONE_RETENTION_MS) > self.clock_ms;
+            if fresh && self.tombstone_order.len() <= limits::TOMBSTONES_MAX {
                 break;
             }
             self.tombstone_order.pop_first();
@@ -337,9 +346,9 @@ impl SessionState {
     }
 
     fn trim_dedup(&mut self) {
-        let horizon = self.clock_ms.saturating_sub(limits::DEDUP_RETENTION_MS);
         while let Some(&(at, origin)) = self.dedup_order.front() {
-            if at > horizon && self.dedup_order.len() <= limits::DEDUP_ENTRIES_MAX {
+            let fresh = at.saturating_add(limits::DEDUP_RETENTION_MS) > self.clock_ms;
+            if fresh && self.dedup_order.len() <= limits::DEDUP_ENTRIES_MAX {
                 break;
             }
             self.dedup_order.pop_front();
@@ -361,25 +370,38 @@ impl SessionState {
         }
     }
 
-    /// Rebuilds a state (and its indexes) from an image.
-    pub fn from_image(image: StateImage) -> Self {
-        let mut state = SessionState {
-            clock_ms: image.clock_ms,
-            ..Default::default()
+    /// Rebuilds a state (and its indexes) from an image, refusing images no state machine
+    /// could have produced (they come from disk and from peers: untrusted).
+    pub fn from_image(image: StateImage) -> Result<Self, InvalidImage> {
+        let increasing = |ids: &mut dyn Iterator<Item = SessionId>| {
+            let ids: Vec<SessionId> = ids.collect();
+            ids.windows(2).all(|w| w[0] < w[1])
         };
+        if !increasing(&mut image.sessions.iter().map(|(id, _)| *id)) {
+            return Err(InvalidImage("session ids are not strictly increasing".into()));
+        }
+        if !increasing(&mut image.tombstones.iter().map(|(id, _)| *id)) {
+            return Err(InvalidImage("tombstone ids are not strictly increasing".into()));
+        }
+        let mut state = SessionState { clock_ms: image.clock_ms, ..Default::default() };
         for (id, session) in image.sessions {
             state.expiry.insert((session.expires_at_ms(), id));
             state.sessions.insert(id, session);
         }
         for (id, died) in image.tombstones {
+            if state.sessions.contains_key(&id) {
+                return Err(InvalidImage(format!("{id} is both live and tombstoned")));
+            }
             state.tombstones.insert(id, died);
             state.tombstone_order.insert((died, id));
         }
         for (at, origin, response) in image.dedup {
-            state.dedup.insert(origin, response);
+            if state.dedup.insert(origin, response).is_some() {
+                return Err(InvalidImage("a request is remembered twice".into()));
+            }
             state.dedup_order.push_back((at, origin));
         }
-        state
+        Ok(state)
     }
 
     /// A digest of the whole state; replicas at the same applied index must agree on it.
@@ -552,6 +574,17 @@ mod tests {
         assert_eq!(s.get(&id(1)).expect("live").version, 1);
     }
 
+    /// Regression (found by the snapshot_decode fuzzer): an image listing one id twice left a
+    /// stale expiry entry, and the next `Expire` looped forever.
+    #[test]
+    fn images_with_duplicate_ids_are_refused() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, create(1, 50)));
+        let mut image = s.to_image();
+        image.sessions.push(image.sessions[0].clone());
+        assert!(SessionState::from_image(image).is_err());
+    }
+
     #[test]
     fn images_round_trip_with_indexes() {
         let mut s = SessionState::default();
@@ -573,7 +606,7 @@ mod tests {
                 )
             },
         );
-        let back = SessionState::from_image(s.to_image());
+        let back = SessionState::from_image(s.to_image()).expect("valid image");
         assert_eq!(back, s);
         assert_eq!(back.digest(), s.digest());
     }

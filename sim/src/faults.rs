@@ -32,11 +32,14 @@ pub enum FaultClass {
     Pause,
     /// One node's clock jumps forward or back.
     ClockJump,
+    /// The leader is isolated, and the first node caught with an unsynced vote is killed at
+    /// that instant (the worst moment for vote durability).
+    CrashAfterVote,
 }
 
 impl FaultClass {
     /// Every class, in report order.
-    pub const ALL: [FaultClass; 13] = [
+    pub const ALL: [FaultClass; 14] = [
         FaultClass::PartitionMajority,
         FaultClass::IsolateLeader,
         FaultClass::MajoritiesRing,
@@ -50,6 +53,7 @@ impl FaultClass {
         FaultClass::KillAll,
         FaultClass::Pause,
         FaultClass::ClockJump,
+        FaultClass::CrashAfterVote,
     ];
 
     /// Whether the class applies to a cluster of `nodes`.

@@ -19,7 +19,7 @@ use steadfast::client::{ClientConfig, CreateOptions, Update};
 use steadfast::command::Attributes;
 use steadfast::config::{NodeConfig, Peer, RaftTuning, SessionDefaults};
 use steadfast::node::{Node, NodeOptions};
-use steadfast::raft::backend::MemBackend;
+use steadfast::raft::backend::{MemBackend, MetaKey};
 use steadfast::raft::typ::Raft;
 use steadfast::{Client, ClientId, Error, GroupId, SessionId};
 
@@ -247,6 +247,9 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         down: BTreeSet::new(),
         active: None,
         next_at: Duration::from_secs(2),
+        vote_trap: false,
+        reboot: None,
+        leaders: BTreeMap::new(),
     };
     let failure = drive(
         &mut sim,
@@ -467,6 +470,10 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
             if let Ok(r) = client.read(*id).await {
                 break r;
             }
+            if turmoil::sim_elapsed().unwrap_or_default() - started > LIVENESS_BOUND * 2 {
+                *world.verdict.borrow_mut() = Some(format!("liveness: no final read of key {key} within {:?} after healing", LIVENESS_BOUND * 2));
+                return Ok(());
+            }
         };
         let found = read.session.map(|s| ReadValue {
             version: s.version,
@@ -522,6 +529,12 @@ struct Injector {
     down: BTreeSet<usize>,
     active: Option<(FaultClass, Duration, Vec<(String, String)>)>,
     next_at: Duration,
+    /// Kill the next node seen with an unsynced vote.
+    vote_trap: bool,
+    /// A trapped node to restart, and when.
+    reboot: Option<(usize, Duration)>,
+    /// Election safety: the leader seen for each (group, term).
+    leaders: BTreeMap<(u32, u64), usize>,
 }
 
 /// Steps the simulation, injecting and healing faults; `Some(reason)` if the run broke.
@@ -540,6 +553,10 @@ fn drive(
             Err(e) => return Some(format!("simulation error: {e}")),
         }
         let now = sim.elapsed();
+        if let Some(v) = election_safety(world, inj, now) {
+            return Some(v);
+        }
+        spring_vote_trap(sim, world, inj, now);
         let Some(end) = fault_end else { continue };
         if !healed && now >= end {
             heal(sim, world, inj, p);
@@ -561,6 +578,67 @@ fn drive(
         } else if now >= inj.next_at {
             inject(sim, world, inj, p, now);
         }
+    }
+}
+
+/// Raft's election safety: at most one leader per term in each group.
+fn election_safety(world: &World, inj: &mut Injector, now: Duration) -> Option<String> {
+    for ((node, group), raft) in world.rafts.borrow().iter() {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if !m.state.is_leader() {
+            continue;
+        }
+        let seen = *inj.leaders.entry((*group, m.current_term)).or_insert_with(|| {
+            world.trace.event(now.as_millis(), format!("leader g{group} term {} = {}", m.current_term, node_name(*node)));
+            *node
+        });
+        if seen != *node {
+            let votes: Vec<String> = world
+                .rafts
+                .borrow()
+                .iter()
+                .filter(|((_, g), _)| g == group)
+                .map(|((n, _), r)| {
+                    let m = r.metrics();
+                    let m = m.borrow();
+                    format!("{}: {:?} vote={} last_log={:?}", node_name(*n), m.state, m.vote, m.last_log_index)
+                })
+                .collect();
+            return Some(format!(
+                "election safety: group {group} has two leaders in term {}: {} and {} ({})",
+                m.current_term,
+                node_name(seen),
+                node_name(*node),
+                votes.join("; ")
+            ));
+        }
+    }
+    None
+}
+
+fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, now: Duration) {
+    if let Some((n, at)) = inj.reboot {
+        if now >= at {
+            inj.reboot = None;
+            inj.down.remove(&n);
+            world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
+            sim.bounce(node_name(n));
+            world.trace.event(now.as_millis(), format!("trap: {} restarted", node_name(n)));
+        }
+    }
+    if !inj.vote_trap {
+        return;
+    }
+    let caught = (0..inj.disks.len()).find(|n| !inj.down.contains(n) && inj.disks[*n].pending_meta(MetaKey::Vote));
+    if let Some(n) = caught {
+        inj.vote_trap = false;
+        inj.down.insert(n);
+        sim.crash(node_name(n));
+        inj.disks[n].crash(0);
+        let back = now + Duration::from_millis(inj.rng.gen_range(20..400));
+        inj.reboot = Some((n, back));
+        world.trace.event(now.as_millis(), format!("trap: {} killed with an unsynced vote", node_name(n)));
     }
 }
 
@@ -646,9 +724,16 @@ fn inject(
         FaultClass::KillMajority => kill(sim, inj, &order[..p.nodes / 2 + 1].to_vec()),
         FaultClass::KillAll => kill(sim, inj, &order.clone()),
         FaultClass::ClockJump => {
-            let jump = inj.rng.gen_range(-20_000i64..30_000);
-            inj.offsets[order[0]].fetch_add(jump, std::sync::atomic::Ordering::Relaxed);
-            detail = format!("{} jumps {jump} ms", node_name(order[0]));
+            // Backward jumps on a leader are the dangerous ones: its stamps fall behind.
+            let jump = inj.rng.gen_range(-30_000i64..10_000);
+            inj.offsets[top].fetch_add(jump, std::sync::atomic::Ordering::Relaxed);
+            detail = format!("{} jumps {jump} ms", node_name(top));
+        }
+        FaultClass::CrashAfterVote => {
+            let others: Vec<usize> = (0..p.nodes).filter(|n| *n != top).collect();
+            cut = pairs_across(&[top], &others);
+            inj.vote_trap = true;
+            detail = format!("{} isolated; trap armed", node_name(top));
         }
     }
     match class {
@@ -710,6 +795,8 @@ fn heal(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Param
             }
         }
     }
+    inj.vote_trap = false;
+    inj.reboot = None;
     for n in std::mem::take(&mut inj.down) {
         world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
         sim.bounce(node_name(n));

@@ -35,6 +35,10 @@ struct Args {
     /// Do not fail when a fault class never happened (for short sweeps).
     #[arg(long)]
     allow_missing_faults: bool,
+    /// Succeed only if some seed finds a violation, and stop at the first (for builds with a
+    /// deliberately broken node: proves the suite has teeth).
+    #[arg(long)]
+    expect_violation: bool,
 }
 
 fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
@@ -48,6 +52,9 @@ fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
 )]
 fn main() -> ExitCode {
     let args = Args::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+    }
     let mut seeds: Vec<u64> = match (&args.seeds, args.seed) {
         (Some(r), _) => match parse_range(r) {
             Some(r) => r.collect(),
@@ -101,6 +108,11 @@ fn main() -> ExitCode {
             ),
             Some(v) => {
                 failed += 1;
+                if args.expect_violation {
+                    println!("seed={seed} found the planted bug as expected: {v}");
+                    println!("teeth: violation found after {ran} seeds");
+                    return ExitCode::SUCCESS;
+                }
                 println!("seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=VIOLATION {v}", report.trace_hash, report.nodes, report.ops);
                 println!("  replay: cargo run -p steadfast-sim --release -- --seed {seed} --fault-secs {} --verbose", args.fault_secs);
             }
@@ -126,6 +138,10 @@ fn main() -> ExitCode {
         minutes,
         ran as f64 / minutes.max(1e-9)
     );
+    if args.expect_violation {
+        println!("teeth: NO violation found in {ran} seeds; the planted bug went unnoticed");
+        return ExitCode::FAILURE;
+    }
     if failed > 0 {
         return ExitCode::FAILURE;
     }

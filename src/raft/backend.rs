@@ -124,6 +124,12 @@ impl MemBackend {
         self.disk.lock().expect("mem disk lock").pending.len()
     }
 
+    /// Whether an unsynced write of `key` is pending (the simulation crashes nodes right then).
+    pub fn pending_meta(&self, key: MetaKey) -> bool {
+        let disk = self.disk.lock().expect("mem disk lock");
+        disk.pending.iter().any(|(_, op)| matches!(op, WriteOp::Meta(k, _) if *k == key))
+    }
+
     /// How many syncs have run.
     pub fn sync_count(&self) -> u64 {
         self.disk.lock().expect("mem disk lock").syncs

@@ -317,7 +317,7 @@ impl StateMachineStore {
         let mut machine = MachineState::default();
         if let Some(bytes) = image.snapshot {
             let file = decode_snapshot(&bytes).map_err(read_err)?;
-            machine.state = SessionState::from_image(file.state);
+            machine.state = SessionState::from_image(file.state).map_err(read_err)?;
             machine.last_applied = file.meta.last_log_id;
             machine.membership = file.meta.last_membership.clone();
             machine.snapshot = Some((file.meta, bytes));
@@ -431,9 +431,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             );
             return Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into());
         }
+        let state = SessionState::from_image(file.state)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.persist(bytes.clone()).await?;
         let mut m = self.inner.write().expect("state lock");
-        m.state = SessionState::from_image(file.state);
+        m.state = state;
         m.last_applied = meta.last_log_id;
         m.membership = meta.last_membership.clone();
         m.snapshot = Some((meta.clone(), bytes));

@@ -5,6 +5,13 @@
 )]
 
 mod cluster;
+mod fuzz_corpus;
+mod props;
 mod protocol;
 mod storage_suite;
 mod support;
+mod web_actix;
+mod web_axum;
+mod web_failover;
+mod web_http;
+mod web_tower;

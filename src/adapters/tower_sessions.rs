@@ -1,0 +1,276 @@
+//! A [`tower_sessions_core::SessionStore`] (tower-sessions 0.15) backed by steadfast.
+//!
+//! ```no_run
+//! # async fn demo(client: steadfast::Client) {
+//! use steadfast::adapters::tower_sessions::SteadfastStore;
+//! // with `tower-sessions = "0.15"` in the app:
+//! // let layer = tower_sessions::SessionManagerLayer::new(SteadfastStore::new(client));
+//! // let app = axum::Router::new().route(...).layer(layer);
+//! let store = SteadfastStore::new(client);
+//! # let _ = store;
+//! # }
+//! ```
+//!
+//! Mapping:
+//! - tower's `Id(i128)` is steadfast's 16-byte [`SessionId`] (`i128::to_le_bytes`).
+//! - Each key of `Record.data` is one steadfast attribute holding the rmp-serde (MessagePack)
+//!   encoding of its `serde_json::Value` (postcard cannot decode a `Value`).
+//! - `Record.expiry_date` becomes the session's idle timeout on every save (`expiry_date - now`),
+//!   so `Expiry::OnInactivity` slides and `Expiry::AtDateTime` stays put; `load` reports the
+//!   server's expiry, judged on the replicated clock.
+//! - `create` is create-if-absent and picks a fresh id on a collision (or a tombstoned id);
+//!   `save` updates an existing session only (like the Redis store's `SET XX`), writing the
+//!   attribute delta against what this request loaded (see the `delta` module), and fails with a
+//!   backend error if the session was deleted or expired meanwhile — it never re-creates it, so
+//!   a logout racing a slow request stays a logout (tower-sessions answers that request 500).
+//! - `delete` is idempotent; `delete_expired` is a no-op (see [`ExpiredDeletion`] below).
+
+#![expect(
+    clippy::disallowed_types,
+    reason = "tower-sessions' Record.data is a std HashMap; the trait dictates it"
+)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
+
+use crate::adapters::delta::{save_delta, LoadedTable, SaveFailure, Snapshot};
+use crate::adapters::{millis_at_least_one, ConflictPolicy};
+use crate::client::{Client, CreateOptions};
+use crate::command::Attributes;
+use crate::error::Error;
+use crate::id::SessionId;
+
+/// How many fresh ids `create` tries after collisions before giving up.
+const CREATE_ATTEMPTS: usize = 8;
+
+/// A tower-sessions store on a steadfast cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct SteadfastStore {
+    client: Client,
+    loaded: Arc<LoadedTable>,
+    policy: ConflictPolicy,
+}
+
+impl fmt::Debug for SteadfastStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SteadfastStore")
+            .field("client_id", &self.client.client_id())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SteadfastStore {
+    /// A store using `client`, merging concurrent saves at attribute level.
+    pub fn new(client: Client) -> Self {
+        SteadfastStore {
+            client,
+            loaded: Arc::default(),
+            policy: ConflictPolicy::MergeAttributes,
+        }
+    }
+
+    /// What a save does when a concurrent request changed the same attribute.
+    pub fn with_conflict_policy(mut self, policy: ConflictPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// tower's id as steadfast's.
+pub fn session_id(id: &Id) -> SessionId {
+    SessionId::from_bytes(id.0.to_le_bytes())
+}
+
+/// steadfast's id as tower's.
+pub fn tower_id(id: SessionId) -> Id {
+    Id(i128::from_le_bytes(*id.as_bytes()))
+}
+
+fn backend(e: impl fmt::Display) -> session_store::Error {
+    session_store::Error::Backend(e.to_string())
+}
+
+fn encode(data: &HashMap<String, serde_json::Value>) -> session_store::Result<Attributes> {
+    data.iter()
+        .map(|(k, v)| {
+            rmp_serde::to_vec_named(v)
+                .map(|bytes| (k.clone(), bytes))
+                .map_err(|e| session_store::Error::Encode(format!("{k}: {e}")))
+        })
+        .collect()
+}
+
+fn decode(attributes: &Attributes) -> session_store::Result<HashMap<String, serde_json::Value>> {
+    attributes
+        .iter()
+        .map(|(k, v)| {
+            rmp_serde::from_slice(v)
+                .map(|value| (k.clone(), value))
+                .map_err(|e| session_store::Error::Decode(format!("{k}: {e}")))
+        })
+        .collect()
+}
+
+fn datetime_ms(ms: u64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Time left until `expiry`, or `None` if it has passed.
+fn remaining(expiry: OffsetDateTime) -> Option<Duration> {
+    let left = expiry - OffsetDateTime::now_utc();
+    if left.is_positive() {
+        Duration::try_from(left).ok().map(millis_at_least_one)
+    } else {
+        None
+    }
+}
+
+#[async_trait]
+impl SessionStore for SteadfastStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let attributes = encode(&record.data)?;
+        let Some(idle) = remaining(record.expiry_date) else {
+            // Born expired: nothing to store, and nothing a later load could return.
+            return Ok(());
+        };
+        let options = CreateOptions {
+            idle_timeout: Some(idle),
+            lifetime: None,
+        };
+        for _ in 0..CREATE_ATTEMPTS {
+            let id = session_id(&record.id);
+            match self
+                .client
+                .create_with_id(id, attributes.clone(), options.clone())
+                .await
+            {
+                Ok(written) => {
+                    self.loaded.remember(
+                        id,
+                        Snapshot {
+                            version: written.version,
+                            attributes,
+                        },
+                    );
+                    return Ok(());
+                }
+                // Taken, or recently deleted (tombstoned): never adopt it, draw another.
+                Err(Error::Exists) => record.id = Id::default(),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(backend("no unused session id after several attempts"))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let id = session_id(&record.id);
+        let loaded = self.loaded.take(id);
+        let Some(idle) = remaining(record.expiry_date) else {
+            // Saved already expired: the session is over.
+            return self.delete(&record.id).await;
+        };
+        let desired = encode(&record.data)?;
+        match save_delta(&self.client, id, loaded, &desired, Some(idle), self.policy).await {
+            Ok(written) => {
+                self.loaded.remember(
+                    id,
+                    Snapshot {
+                        version: written.version,
+                        attributes: desired,
+                    },
+                );
+                Ok(())
+            }
+            Err(e @ (SaveFailure::Gone | SaveFailure::Conflict { .. })) => Err(backend(e)),
+            Err(SaveFailure::Store(e)) => Err(backend(e)),
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let sid = session_id(id);
+        let Some(view) = self.client.get(sid).await.map_err(backend)? else {
+            return Ok(None);
+        };
+        let expiry_date = datetime_ms(view.expires_at_ms);
+        // The cluster judged expiry on the replicated clock; also refuse what this host's clock
+        // already considers expired, so a record never reaches tower-sessions past its date.
+        if expiry_date <= OffsetDateTime::now_utc() {
+            return Ok(None);
+        }
+        let data = decode(&view.attributes)?;
+        self.loaded.remember(
+            sid,
+            Snapshot {
+                version: view.version,
+                attributes: view.attributes,
+            },
+        );
+        Ok(Some(Record {
+            id: *id,
+            data,
+            expiry_date,
+        }))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match self.client.delete(session_id(id), None).await {
+            Ok(_) | Err(Error::NotFound) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for SteadfastStore {
+    /// A no-op that returns at once. steadfast expires sessions itself: each group's leader
+    /// purges due sessions on the replicated clock (every `expire_tick_ms`), and a read never
+    /// returns an expired session even before the purge. There is nothing for an app-side sweep
+    /// to do, so `continuously_delete_expired` is safe to run but never needed.
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_both_ways() {
+        for _ in 0..100 {
+            let id = Id::default();
+            assert_eq!(tower_id(session_id(&id)), id);
+        }
+    }
+
+    #[test]
+    fn json_values_round_trip_through_messagepack() {
+        let data: HashMap<String, serde_json::Value> = [
+            ("n".to_string(), serde_json::json!(42)),
+            (
+                "cart".to_string(),
+                serde_json::json!({"items": ["book", {"sku": 7, "qty": 1.5}], "gift": null}),
+            ),
+            ("s".to_string(), serde_json::json!("text")),
+        ]
+        .into();
+        assert_eq!(
+            decode(&encode(&data).expect("encode")).expect("decode"),
+            data
+        );
+    }
+}
