@@ -145,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 replicas: 1,
                 raft: RaftTuning::default(),
                 sessions: SessionDefaults::default(),
+                namespaces: Default::default(),
             },
         }
     } else {

@@ -13,8 +13,8 @@ use rand::RngCore;
 
 use crate::command::{Attributes, Command, Origin, Outcome};
 use crate::error::{Error, Result};
-use crate::id::{ClientId, GroupId, SessionId};
-use crate::state::SessionView;
+use crate::id::{principal_group, ClientId, GroupId, SessionId};
+use crate::state::{Event, SessionView};
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
 use crate::wire::{
     ClientRequest, GroupStatus, ReadReply, RequestBody, ResponseBody, Topology, WireError,
@@ -31,6 +31,8 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// This client's id; random when `None`. Must be unique among live clients.
     pub client_id: Option<ClientId>,
+    /// The application namespace whose defaults and limits apply ("" = cluster defaults).
+    pub namespace: String,
 }
 
 impl ClientConfig {
@@ -41,6 +43,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(2),
             client_id: None,
+            namespace: String::new(),
         }
     }
 }
@@ -52,6 +55,8 @@ pub struct CreateOptions {
     pub idle_timeout: Option<Duration>,
     /// Absolute lifetime, if any.
     pub lifetime: Option<Duration>,
+    /// The user the session belongs to (the id is then drawn in the principal's home group).
+    pub principal: Option<String>,
 }
 
 /// An attribute-level change.
@@ -161,7 +166,10 @@ impl Client {
         options: CreateOptions,
     ) -> Result<(SessionId, Written)> {
         for _ in 0..8 {
-            let id = SessionId::generate();
+            let id = match &options.principal {
+                Some(p) => SessionId::generate_in(principal_group(p, self.groups()), self.groups()),
+                None => SessionId::generate(),
+            };
             match self
                 .create_with_id(id, attributes.clone(), options.clone())
                 .await
@@ -189,6 +197,8 @@ impl Client {
                 .idle_timeout
                 .map_or(0, |d| (d.as_millis() as u64).max(1)),
             lifetime_ms: options.lifetime.map(|d| d.as_millis() as u64),
+            principal: options.principal,
+            limits: Default::default(),
         };
         self.write(id, command).await
     }
@@ -277,7 +287,12 @@ impl Client {
         origin: Origin,
         command: Command,
     ) -> Result<Written> {
-        let body = RequestBody::Client(ClientRequest::Write { origin, command });
+        let namespace = self.inner.config.namespace.clone();
+        let body = RequestBody::Client(ClientRequest::Write {
+            origin,
+            command,
+            namespace,
+        });
         let response = match self.call(id.group(self.groups()), body).await? {
             ResponseBody::Written(r) => r,
             other => return Err(unexpected(other)),
@@ -293,8 +308,175 @@ impl Client {
             Outcome::Conflict { current_version } => Err(Error::Conflict { current_version }),
             Outcome::TooLarge { bytes, limit } => Err(Error::TooLarge { bytes, limit }),
             Outcome::Invalid { reason } => Err(Error::Invalid(reason)),
+            Outcome::LimitReached { reason } => Err(Error::LimitReached(reason)),
+            Outcome::Purged { sessions } => Ok(Written {
+                version: sessions,
+                server_time_ms,
+            }),
             other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
         }
+    }
+
+    /// Moves a session to a fresh 128-bit id and kills the old one (do this at login: it
+    /// defeats session fixation). Returns the new id and its version.
+    pub async fn rotate(&self, old: SessionId) -> Result<(SessionId, Written)> {
+        self.rotate_into(old, SessionId::generate(), None).await
+    }
+
+    /// Logs `principal` in on session `old`: rotates it to a fresh id in the principal's home
+    /// group and tags it, atomically enforcing the namespace's per-principal limit.
+    pub async fn login(&self, old: SessionId, principal: &str) -> Result<(SessionId, Written)> {
+        let home = principal_group(principal, self.groups());
+        let new = SessionId::generate_in(home, self.groups());
+        self.rotate_into(old, new, Some(principal.to_string()))
+            .await
+    }
+
+    /// Rotation protocol. Same group: one atomic `Rotate`. Across groups: `RotateOut` kills the
+    /// old id and returns the data, then `RotateIn` (retried under one request id until the
+    /// deadline) recreates it. It fails safe: the old id is dead from the first step on, so at
+    /// worst the session is lost (the user logs in again); two live copies never exist.
+    async fn rotate_into(
+        &self,
+        old: SessionId,
+        new: SessionId,
+        principal: Option<String>,
+    ) -> Result<(SessionId, Written)> {
+        let limits = Default::default();
+        if old.group(self.groups()) == new.group(self.groups()) {
+            let w = self
+                .write(
+                    old,
+                    Command::Rotate {
+                        old,
+                        new,
+                        principal,
+                        limits,
+                    },
+                )
+                .await?;
+            return Ok((new, w));
+        }
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        let origin = Origin {
+            client: self.inner.client_id,
+            seq,
+        };
+        let body = RequestBody::Client(ClientRequest::Write {
+            origin,
+            command: Command::RotateOut { old, new },
+            namespace: self.inner.config.namespace.clone(),
+        });
+        let session = match self.call(old.group(self.groups()), body).await? {
+            ResponseBody::Written(r) => match r.outcome {
+                Outcome::RotatedOut { session } => session,
+                Outcome::NotFound => return Err(Error::NotFound),
+                other => return Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+            },
+            other => return Err(unexpected(other)),
+        };
+        let w = self
+            .write(
+                new,
+                Command::RotateIn {
+                    new,
+                    from: old,
+                    session,
+                    principal,
+                    limits,
+                },
+            )
+            .await?;
+        Ok((new, w))
+    }
+
+    /// Live sessions of `principal` (a linearizable read of its home group).
+    pub async fn sessions_of(&self, principal: &str) -> Result<Vec<SessionId>> {
+        let body = RequestBody::Client(ClientRequest::Principal {
+            principal: principal.to_string(),
+        });
+        match self
+            .call(principal_group(principal, self.groups()), body)
+            .await?
+        {
+            ResponseBody::Sessions(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends every session of `principal` ("log out everywhere"); returns how many.
+    pub async fn invalidate_principal(&self, principal: &str) -> Result<u64> {
+        let home = principal_group(principal, self.groups());
+        // Any id in the home group routes the write there.
+        let route = SessionId::generate_in(home, self.groups());
+        let w = self
+            .write(
+                route,
+                Command::InvalidatePrincipal {
+                    principal: principal.to_string(),
+                },
+            )
+            .await?;
+        Ok(w.version)
+    }
+
+    /// One batch of `group`'s events from `from_index` (long-polls up to a second); returns the
+    /// events and the index to resume from. [`Error::Compacted`] if `from_index` is too old.
+    pub async fn watch_once(&self, group: GroupId, from_index: u64) -> Result<(Vec<Event>, u64)> {
+        match self
+            .call(
+                group,
+                RequestBody::Client(ClientRequest::Watch { from_index }),
+            )
+            .await
+        {
+            Ok(ResponseBody::Events { events, next_index }) => Ok((events, next_index)),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Protocol(WireError::Compacted { first_available })) => {
+                Err(Error::Compacted { first_available })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `group`'s events from `from_index` on, as a stream. Resuming after a disconnect from the
+    /// last seen index + 1 yields every event once, in order.
+    pub fn watch(
+        &self,
+        group: GroupId,
+        from_index: u64,
+    ) -> impl futures_util::Stream<Item = Result<Event>> + Send + 'static {
+        let client = self.clone();
+        let state = (
+            client,
+            from_index,
+            std::collections::VecDeque::<Event>::new(),
+            false,
+        );
+        futures_util::stream::unfold(
+            state,
+            move |(client, mut next, mut buffer, mut failed)| async move {
+                loop {
+                    if failed {
+                        return None;
+                    }
+                    if let Some(e) = buffer.pop_front() {
+                        return Some((Ok(e), (client, next, buffer, failed)));
+                    }
+                    match client.watch_once(group, next).await {
+                        Ok((events, resume)) => {
+                            next = resume;
+                            buffer.extend(events);
+                        }
+                        Err(Error::Timeout | Error::Unavailable(_)) => continue,
+                        Err(e) => {
+                            failed = true;
+                            return Some((Err(e), (client, next, buffer, failed)));
+                        }
+                    }
+                }
+            },
+        )
     }
 
     fn groups(&self) -> u32 {

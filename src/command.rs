@@ -33,6 +33,31 @@ pub struct Request {
 /// Attribute names mapped to opaque values.
 pub type Attributes = BTreeMap<String, Vec<u8>>;
 
+/// What to do when a limit would be exceeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse the new session.
+    #[default]
+    Refuse,
+    /// End the oldest (by creation for a principal, least recently used for capacity).
+    EvictOldest,
+}
+
+/// Limits a new session is admitted under; filled in by the proposing node from its namespace
+/// configuration, so every replica decides with the same numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most sessions in this group.
+    pub max_sessions: Option<u64>,
+    /// What to do when the group is full.
+    pub when_full: WhenFull,
+    /// Most sessions one principal may have.
+    pub max_per_principal: Option<u32>,
+    /// What to do when the principal has too many.
+    pub when_principal_full: WhenFull,
+}
+
 /// A change to a session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -46,6 +71,53 @@ pub enum Command {
         idle_timeout_ms: u64,
         /// Absolute lifetime from creation, if any.
         lifetime_ms: Option<u64>,
+        /// The user this session belongs to (must live in the principal's home group).
+        principal: Option<String>,
+        /// Admission limits.
+        limits: Limits,
+    },
+    /// Atomically move a session to a new id in the same group (session-fixation defence),
+    /// optionally tagging it with a principal (login). The old id dies.
+    Rotate {
+        /// The current id.
+        old: SessionId,
+        /// The new id.
+        new: SessionId,
+        /// Set the principal (login), if any.
+        principal: Option<String>,
+        /// Admission limits for the principal.
+        limits: Limits,
+    },
+    /// First half of a rotation across groups: kill `old` and return its data. From here on the
+    /// old id is dead everywhere; the session lives again only when `RotateIn` lands.
+    RotateOut {
+        /// The current id.
+        old: SessionId,
+        /// Where it is going (recorded in the event).
+        new: SessionId,
+    },
+    /// Second half of a rotation across groups: create `new` from the moved data.
+    RotateIn {
+        /// The new id.
+        new: SessionId,
+        /// The id it came from.
+        from: SessionId,
+        /// The moved session.
+        session: Box<crate::state::Session>,
+        /// Set the principal (login), if any.
+        principal: Option<String>,
+        /// Admission limits.
+        limits: Limits,
+    },
+    /// End every session of a principal.
+    InvalidatePrincipal {
+        /// The principal.
+        principal: String,
+    },
+    /// Leader-batched touches from reads: each id read at the given replicated time.
+    TouchBatch {
+        /// `(id, read_at_ms)` pairs.
+        reads: Vec<(SessionId, u64)>,
     },
     /// Set and remove attributes, optionally only if the version still matches.
     Update {
@@ -85,7 +157,11 @@ impl Command {
             | Command::Update { id, .. }
             | Command::Touch { id }
             | Command::Delete { id, .. } => Some(*id),
-            Command::Expire => None,
+            Command::Rotate { old, .. } | Command::RotateOut { old, .. } => Some(*old),
+            Command::RotateIn { new, .. } => Some(*new),
+            Command::Expire | Command::InvalidatePrincipal { .. } | Command::TouchBatch { .. } => {
+                None
+            }
         }
     }
 }
@@ -131,6 +207,16 @@ pub enum Outcome {
     },
     /// A Raft-internal entry (blank or membership) was applied.
     Noop,
+    /// A session was moved out for a cross-group rotation; here is its data.
+    RotatedOut {
+        /// The session as it was.
+        session: Box<crate::state::Session>,
+    },
+    /// A limit refused the session (group full, or the principal has too many sessions).
+    LimitReached {
+        /// Which limit.
+        reason: String,
+    },
     /// An `Expire` command ran and removed this many sessions.
     Purged {
         /// How many sessions expired.

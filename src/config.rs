@@ -44,6 +44,40 @@ pub struct NodeConfig {
     /// Session defaults.
     #[serde(default)]
     pub sessions: SessionDefaults,
+    /// Per-application defaults and limits, by namespace name. Requests name a namespace (an
+    /// empty name means `default`); an unconfigured one gets `sessions` defaults and no limits.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, Namespace>,
+}
+
+/// One application's session defaults and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Namespace {
+    /// Idle timeout for sessions created without one.
+    pub idle_timeout_ms: Option<u64>,
+    /// Absolute lifetime for sessions created without one.
+    pub lifetime_ms: Option<u64>,
+    /// Most sessions per group; then `when_full`.
+    pub max_sessions_per_group: Option<u64>,
+    /// `refuse` or `evict_oldest` (least recently used).
+    pub when_full: crate::command::WhenFull,
+    /// Most sessions per principal; then `when_principal_full`.
+    pub max_sessions_per_principal: Option<u32>,
+    /// `refuse` (the new login) or `evict_oldest` (end the oldest session).
+    pub when_principal_full: crate::command::WhenFull,
+}
+
+impl Namespace {
+    /// The admission limits this namespace imposes.
+    pub fn limits(&self) -> crate::command::Limits {
+        crate::command::Limits {
+            max_sessions: self.max_sessions_per_group,
+            when_full: self.when_full,
+            max_per_principal: self.max_sessions_per_principal,
+            when_principal_full: self.when_principal_full,
+        }
+    }
 }
 
 /// Raft timings. Heartbeats must exceed a round trip plus a follower's fsync.

@@ -27,6 +27,17 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A namespace limit refused the session (the group is full, or the principal has too many
+    /// sessions under a `refuse` policy). Nothing was written.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// Watched events were compacted away: re-read the state, then resume from
+    /// `first_available`.
+    #[error("events compacted; resume from {first_available}")]
+    Compacted {
+        /// The oldest retained event index.
+        first_available: u64,
+    },
     /// The request was refused as invalid. Nothing was written.
     #[error("invalid request: {0}")]
     Invalid(String),

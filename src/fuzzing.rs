@@ -293,6 +293,8 @@ impl CommandRun {
                     0 => None,
                     b => Some(u64::from(b) * 10),
                 },
+                principal: None,
+                limits: Default::default(),
             },
             1 | 2 => {
                 let set = attributes(input);

@@ -61,6 +61,26 @@ impl SessionId {
     }
 }
 
+/// The group that holds every session of `principal`. Co-locating a user's sessions makes the
+/// per-user limit, "find all" and "log out everywhere" single-group, atomic operations.
+pub fn principal_group(principal: &str, groups: u32) -> GroupId {
+    assert!(groups > 0, "a cluster has at least one group");
+    GroupId((fnv1a64(principal.as_bytes()) % u64::from(groups)) as u32)
+}
+
+impl SessionId {
+    /// A fresh id from the OS CSPRNG that lives in `group` (rejection sampling: the id is
+    /// uniform over that group's ids, i.e. 128 - log2(groups) bits of entropy).
+    pub fn generate_in(group: GroupId, groups: u32) -> Self {
+        loop {
+            let id = SessionId::generate();
+            if id.group(groups) == group {
+                return id;
+            }
+        }
+    }
+}
+
 /// FNV-1a, 64 bit: tiny, stable, and good enough to spread random ids evenly.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -26,6 +26,10 @@ pub const DEDUP_RETENTION_MS: u64 = 10 * 60 * 1000;
 pub const TOMBSTONE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// The most tombstones per group; the oldest are forgotten first.
 pub const TOMBSTONES_MAX: usize = 1_000_000;
+/// Events retained per group for watchers; older ones are compacted away.
+pub const EVENTS_RETAINED: usize = 4096;
+/// Events returned by one watch call.
+pub const EVENTS_PER_WATCH_MAX: usize = 512;
 /// The most groups a cluster may have.
 pub const GROUPS_MAX: u32 = 1024;
 /// The largest snapshot or backup image accepted from disk or the network.

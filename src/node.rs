@@ -60,7 +60,7 @@ pub struct Node {
 
 struct NodeInner {
     id: NodeId,
-    config: NodeConfig,
+    config: Arc<NodeConfig>,
     clock: SharedClock,
     groups: BTreeMap<GroupId, Arc<GroupHandle>>,
     topology: Topology,
@@ -77,6 +77,8 @@ struct GroupHandle {
     reads: ReadBatcher,
     /// An `Expire` proposal is in flight; don't stack another.
     expiring: AtomicBool,
+    /// Sessions read since the last touch batch, with the replicated time of the read.
+    touches: Mutex<BTreeMap<crate::id::SessionId, u64>>,
 }
 
 impl Node {
@@ -145,6 +147,7 @@ impl Node {
                 machine,
                 reads: ReadBatcher::default(),
                 expiring: AtomicBool::new(false),
+                touches: Mutex::default(),
             };
             groups.insert(group, Arc::new(handle));
         }
@@ -155,7 +158,7 @@ impl Node {
         };
         let inner = Arc::new(NodeInner {
             id,
-            config,
+            config: Arc::new(config),
             clock,
             groups,
             topology,
@@ -231,13 +234,17 @@ impl Handler for NodeInner {
             return Box::pin(async move { ResponseBody::Error(WireError::UnknownGroup(group.0)) });
         };
         let now_ms = self.clock.now_ms();
-        let default_idle_ms = self.config.sessions.idle_timeout_ms;
+        let config = self.config.clone();
         let addresses = self.topology.nodes.clone();
         Box::pin(async move {
             match body {
                 RequestBody::Raft(r) => handle_raft(&handle, r).await,
-                RequestBody::Client(ClientRequest::Write { origin, command }) => {
-                    let command = match normalize(command, default_idle_ms) {
+                RequestBody::Client(ClientRequest::Write {
+                    origin,
+                    command,
+                    namespace,
+                }) => {
+                    let command = match normalize(command, &config, &namespace) {
                         Ok(c) => c,
                         Err(e) => return ResponseBody::Error(e),
                     };
@@ -251,6 +258,16 @@ impl Handler for NodeInner {
                 RequestBody::Client(ClientRequest::Read { id }) => {
                     read(&handle, id, now_ms, &addresses).await
                 }
+                RequestBody::Client(ClientRequest::Principal { principal }) => {
+                    if let Err(e) = linearize(&handle, now_ms, &addresses).await {
+                        return ResponseBody::Error(e);
+                    }
+                    let m = handle.machine.read().expect("state lock");
+                    ResponseBody::Sessions(m.state.sessions_of(&principal))
+                }
+                RequestBody::Client(ClientRequest::Watch { from_index }) => {
+                    watch(&handle, from_index, now_ms, &addresses).await
+                }
                 RequestBody::Client(_) => {
                     ResponseBody::Error(WireError::Invalid("unexpected request".into()))
                 }
@@ -259,21 +276,67 @@ impl Handler for NodeInner {
     }
 }
 
-fn normalize(command: Command, default_idle_ms: u64) -> Result<Command, WireError> {
+/// Fills a client's command in with this node's namespace defaults and limits, and refuses
+/// commands only leaders may issue.
+fn normalize(command: Command, config: &NodeConfig, namespace: &str) -> Result<Command, WireError> {
+    let name = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    let ns = config.namespaces.get(name).cloned().unwrap_or_default();
+    let limits = ns.limits();
     match command {
-        Command::Expire => Err(WireError::Invalid(
-            "expire is issued by leaders only".into(),
-        )),
+        Command::Expire | Command::TouchBatch { .. } => {
+            Err(WireError::Invalid("issued by leaders only".into()))
+        }
         Command::Create {
             id,
             attributes,
-            idle_timeout_ms: 0,
+            idle_timeout_ms,
             lifetime_ms,
-        } => Ok(Command::Create {
-            id,
-            attributes,
-            idle_timeout_ms: default_idle_ms,
-            lifetime_ms,
+            principal,
+            ..
+        } => {
+            let idle_timeout_ms = match idle_timeout_ms {
+                0 => ns
+                    .idle_timeout_ms
+                    .unwrap_or(config.sessions.idle_timeout_ms),
+                t => t,
+            };
+            let lifetime_ms = lifetime_ms.or(ns.lifetime_ms);
+            Ok(Command::Create {
+                id,
+                attributes,
+                idle_timeout_ms,
+                lifetime_ms,
+                principal,
+                limits,
+            })
+        }
+        Command::Rotate {
+            old,
+            new,
+            principal,
+            ..
+        } => Ok(Command::Rotate {
+            old,
+            new,
+            principal,
+            limits,
+        }),
+        Command::RotateIn {
+            new,
+            from,
+            session,
+            principal,
+            ..
+        } => Ok(Command::RotateIn {
+            new,
+            from,
+            session,
+            principal,
+            limits,
         }),
         other => Ok(other),
     }
@@ -308,33 +371,86 @@ async fn write(
     }
 }
 
+/// Runs (or joins) a ReadIndex round; afterwards the local state is linearizable.
+async fn linearize(
+    handle: &GroupHandle,
+    now_ms: u64,
+    addresses: &[(NodeId, String)],
+) -> Result<u64, WireError> {
+    if cfg!(feature = "broken-stale-reads") {
+        // Deliberately wrong (simulation teeth only): serve whatever this replica has applied.
+        return Ok(0);
+    }
+    let round = ReadRound {
+        raft: handle.raft.clone(),
+        barrier_term: handle.barrier_term.clone(),
+        now_ms,
+    };
+    handle
+        .reads
+        .linearize(round)
+        .await
+        .map_err(|e| read_error(e, addresses))
+}
+
 async fn read(
     handle: &GroupHandle,
     id: crate::id::SessionId,
     now_ms: u64,
     addresses: &[(NodeId, String)],
 ) -> ResponseBody {
-    let read_index = if cfg!(feature = "broken-stale-reads") {
-        // Deliberately wrong (simulation teeth only): serve whatever this replica has applied.
-        0
-    } else {
-        let round = ReadRound {
-            raft: handle.raft.clone(),
-            barrier_term: handle.barrier_term.clone(),
-            now_ms,
-        };
-        match handle.reads.linearize(round).await {
-            Ok(index) => index,
-            Err(e) => return ResponseBody::Error(read_error(e, addresses)),
-        }
+    let read_index = match linearize(handle, now_ms, addresses).await {
+        Ok(index) => index,
+        Err(e) => return ResponseBody::Error(e),
     };
     let m = handle.machine.read().expect("state lock");
     let applied = m.last_applied.map_or(0, |l| l.index);
+    let session = m.state.get(&id);
+    let server_time_ms = m.state.clock_ms();
+    drop(m);
+    if session.is_some() {
+        // Reading a session is using it: extend its idle deadline in the next touch batch.
+        let mut touches = handle.touches.lock().expect("touch lock");
+        let at = touches.entry(id).or_default();
+        *at = (*at).max(server_time_ms);
+    }
     ResponseBody::Read(ReadReply {
-        session: m.state.get(&id),
-        server_time_ms: m.state.clock_ms(),
+        session,
+        server_time_ms,
         read_index: read_index.max(applied),
     })
+}
+
+/// How long a watch waits for new events before answering with none.
+const WATCH_WAIT: Duration = Duration::from_secs(1);
+
+async fn watch(
+    handle: &GroupHandle,
+    from_index: u64,
+    now_ms: u64,
+    addresses: &[(NodeId, String)],
+) -> ResponseBody {
+    let deadline = tokio::time::Instant::now() + WATCH_WAIT;
+    loop {
+        if let Err(e) = linearize(handle, now_ms, addresses).await {
+            return ResponseBody::Error(e);
+        }
+        let batch = {
+            let m = handle.machine.read().expect("state lock");
+            m.state
+                .events_from(from_index, limits::EVENTS_PER_WATCH_MAX)
+        };
+        match batch {
+            Err(first_available) => {
+                return ResponseBody::Error(WireError::Compacted { first_available })
+            }
+            Ok(events) if !events.is_empty() || tokio::time::Instant::now() >= deadline => {
+                let next_index = events.last().map_or(from_index, |e| e.index + 1);
+                return ResponseBody::Events { events, next_index };
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 fn read_error(
@@ -437,7 +553,10 @@ async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, round: ReadRound) {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!("read round timed out");
-                let e = openraft::error::QuorumNotEnough { cluster: "read round timed out".into(), got: Default::default() };
+                let e = openraft::error::QuorumNotEnough {
+                    cluster: "read round timed out".into(),
+                    got: Default::default(),
+                };
                 Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))
             }
         };
@@ -490,15 +609,31 @@ async fn expire_loop(node: Arc<NodeInner>) {
                 let lagging = now_ms >= m.state.clock_ms().saturating_add(tick_ms);
                 lagging || m.state.next_expiry_ms().is_some_and(|t| t <= now_ms)
             };
-            if due && !handle.expiring.swap(true, Ordering::AcqRel) {
+            let touched = !handle.touches.lock().expect("touch lock").is_empty();
+            if (due || touched) && !handle.expiring.swap(true, Ordering::AcqRel) {
                 let handle = handle.clone();
                 tokio::spawn(async move {
-                    let request = Request {
-                        now_ms,
-                        origin: None,
-                        command: Command::Expire,
-                    };
-                    let _ = handle.raft.client_write(request).await;
+                    // Touches first: a session read before its deadline must not be purged.
+                    let reads: Vec<_> =
+                        std::mem::take(&mut *handle.touches.lock().expect("touch lock"))
+                            .into_iter()
+                            .collect();
+                    if !reads.is_empty() {
+                        let request = Request {
+                            now_ms,
+                            origin: None,
+                            command: Command::TouchBatch { reads },
+                        };
+                        let _ = handle.raft.client_write(request).await;
+                    }
+                    if due {
+                        let request = Request {
+                            now_ms,
+                            origin: None,
+                            command: Command::Expire,
+                        };
+                        let _ = handle.raft.client_write(request).await;
+                    }
                     handle.expiring.store(false, Ordering::Release);
                 });
             }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Attributes, Command, Origin, Outcome, Request, Response};
+use crate::command::{Attributes, Command, Limits, Origin, Outcome, Request, Response, WhenFull};
 use crate::id::SessionId;
 use crate::limits;
 
@@ -39,6 +39,41 @@ pub struct Session {
     pub deadline_ms: Option<u64>,
     /// Log index of the last change to this session's data.
     pub version: u64,
+    /// The user this session belongs to, if logged in.
+    pub principal: Option<String>,
+}
+
+/// What happened to sessions, stamped with the log index that did it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The log index of the command.
+    pub index: u64,
+    /// Replicated time of the command.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Kinds of [`Event`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A session was created.
+    Created(SessionId),
+    /// A session's data changed.
+    Updated(SessionId),
+    /// Sessions read since the last batch had their idle deadline extended.
+    TouchedInBatch(Vec<SessionId>),
+    /// A session expired.
+    Expired(SessionId),
+    /// A session was deleted (or evicted, or invalidated with its principal).
+    Deleted(SessionId),
+    /// A session moved to a new id.
+    Rotated {
+        /// The old, now dead id.
+        from: SessionId,
+        /// The new id.
+        to: SessionId,
+    },
 }
 
 impl Session {
@@ -74,6 +109,14 @@ pub struct SessionState {
     dedup: BTreeMap<Origin, Response>,
     /// Dedup keys in apply order with their apply time, for bounded retention.
     dedup_order: VecDeque<(u64, Origin)>,
+    /// Sessions by principal.
+    principals: BTreeMap<String, BTreeSet<SessionId>>,
+    /// `(accessed_ms, id)` of every live session, for least-recently-used eviction.
+    lru: BTreeSet<(u64, SessionId)>,
+    /// The most recent events, oldest first (at most [`limits::EVENTS_RETAINED`]).
+    events: VecDeque<Event>,
+    /// Log index of the command being applied (events are stamped with it).
+    applying: u64,
 }
 
 /// What a read returns: a consistent view of one session at one point of the log.
@@ -97,6 +140,8 @@ pub struct SessionView {
     pub expires_at_ms: u64,
     /// The replicated clock at the read.
     pub server_time_ms: u64,
+    /// The user this session belongs to.
+    pub principal: Option<String>,
 }
 
 /// The serialized form of [`SessionState`], used in snapshots and backups.
@@ -110,6 +155,8 @@ pub struct StateImage {
     pub tombstones: Vec<(SessionId, u64)>,
     /// Dedup entries in apply order.
     pub dedup: Vec<(u64, Origin, Response)>,
+    /// Retained events, oldest first.
+    pub events: Vec<Event>,
 }
 
 impl SessionState {
@@ -150,11 +197,64 @@ impl SessionState {
             deadline_ms: s.deadline_ms,
             expires_at_ms,
             server_time_ms: self.clock_ms,
+            principal: s.principal.clone(),
         })
+    }
+
+    /// Live sessions of a principal, as of the replicated clock.
+    pub fn sessions_of(&self, principal: &str) -> Vec<SessionId> {
+        self.principals
+            .get(principal)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| self.get(id).is_some())
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Events with index `>= from`, at most `max`; `Err(first)` if `from` was compacted away
+    /// (`first` is the oldest retained index).
+    pub fn events_from(&self, from: u64, max: usize) -> Result<Vec<Event>, u64> {
+        if let Some(first) = self.events.front() {
+            if from < first.index && self.events_compacted() {
+                return Err(first.index);
+            }
+        }
+        Ok(self
+            .events
+            .iter()
+            .filter(|e| e.index >= from)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    /// Whether older events than the oldest retained one were dropped.
+    fn events_compacted(&self) -> bool {
+        self.events.len() >= limits::EVENTS_RETAINED
+    }
+
+    /// The oldest retained event index, if any.
+    pub fn first_event_index(&self) -> Option<u64> {
+        self.events.front().map(|e| e.index)
+    }
+
+    fn emit(&mut self, kind: EventKind) {
+        self.events.push_back(Event {
+            index: self.applying,
+            at_ms: self.clock_ms,
+            kind,
+        });
+        while self.events.len() > limits::EVENTS_RETAINED {
+            self.events.pop_front();
+        }
     }
 
     /// Applies one committed request at log index `index`.
     pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        self.applying = index;
         self.clock_ms = if cfg!(feature = "broken-local-clock") {
             // Deliberately wrong (simulation teeth only): each leader's own clock decides expiry.
             request.now_ms
@@ -178,6 +278,7 @@ impl SessionState {
             self.remember(origin, response.clone());
         }
         self.trim_dedup();
+        self.applying = 0;
         response
     }
 
@@ -188,7 +289,122 @@ impl SessionState {
                 attributes,
                 idle_timeout_ms,
                 lifetime_ms,
-            } => self.create(index, *id, attributes, *idle_timeout_ms, *lifetime_ms),
+                principal,
+                limits,
+            } => {
+                let now = self.clock_ms;
+                let session = Session {
+                    attributes: attributes.clone(),
+                    created_ms: now,
+                    accessed_ms: now,
+                    idle_timeout_ms: *idle_timeout_ms,
+                    deadline_ms: lifetime_ms.map(|l| now.saturating_add(l)),
+                    version: index,
+                    principal: principal.clone(),
+                };
+                self.admit(index, *id, session, limits, EventKind::Created(*id))
+            }
+            Command::Rotate {
+                old,
+                new,
+                principal,
+                limits,
+            } => {
+                let Some(session) = self.sessions.get(old).cloned() else {
+                    return Outcome::NotFound;
+                };
+                if self.sessions.contains_key(new) || self.tombstones.contains_key(new) {
+                    return Outcome::Exists;
+                }
+                let mut moved = session;
+                moved.principal = principal.clone().or(moved.principal);
+                moved.accessed_ms = self.clock_ms;
+                // Check the limits before killing the old id, so a refused login changes nothing.
+                if let Some(refusal) = self.refusal(&moved, limits) {
+                    return refusal;
+                }
+                self.kill(old);
+                self.admit(
+                    index,
+                    *new,
+                    moved,
+                    limits,
+                    EventKind::Rotated {
+                        from: *old,
+                        to: *new,
+                    },
+                )
+            }
+            Command::RotateOut { old, new } => {
+                let Some(session) = self.sessions.get(old).cloned() else {
+                    return Outcome::NotFound;
+                };
+                self.kill(old);
+                self.emit(EventKind::Rotated {
+                    from: *old,
+                    to: *new,
+                });
+                Outcome::RotatedOut {
+                    session: Box::new(session),
+                }
+            }
+            Command::RotateIn {
+                new,
+                from,
+                session,
+                principal,
+                limits,
+            } => {
+                let mut moved = (**session).clone();
+                moved.principal = principal.clone().or(moved.principal);
+                moved.accessed_ms = self.clock_ms;
+                moved.created_ms = moved.created_ms.min(self.clock_ms);
+                self.admit(
+                    index,
+                    *new,
+                    moved,
+                    limits,
+                    EventKind::Rotated {
+                        from: *from,
+                        to: *new,
+                    },
+                )
+            }
+            Command::InvalidatePrincipal { principal } => {
+                let ids: Vec<SessionId> = self
+                    .principals
+                    .get(principal)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in &ids {
+                    self.kill(id);
+                    self.emit(EventKind::Deleted(*id));
+                }
+                Outcome::Purged {
+                    sessions: ids.len() as u64,
+                }
+            }
+            Command::TouchBatch { reads } => {
+                let mut touched = Vec::new();
+                for (id, read_at) in reads {
+                    // A session alive when it was read is extended even if its deadline has
+                    // passed since: reading it is using it.
+                    let alive = self
+                        .sessions
+                        .get(id)
+                        .is_some_and(|s| *read_at < s.expires_at_ms());
+                    if alive {
+                        let at = *read_at;
+                        self.modify(id, |s| s.accessed_ms = s.accessed_ms.max(at));
+                        touched.push(*id);
+                    }
+                }
+                let count = touched.len() as u64;
+                if !touched.is_empty() {
+                    self.emit(EventKind::TouchedInBatch(touched));
+                }
+                Outcome::Purged { sessions: count }
+            }
             Command::Update {
                 id,
                 set,
@@ -225,6 +441,7 @@ impl SessionState {
                         s.idle_timeout_ms = *t;
                     }
                 });
+                self.emit(EventKind::Updated(*id));
                 Outcome::Ok { version: index }
             }
             Command::Touch { id } => {
@@ -249,6 +466,7 @@ impl SessionState {
                     }
                 }
                 self.kill(id);
+                self.emit(EventKind::Deleted(*id));
                 Outcome::Ok { version: index }
             }
             Command::Expire => Outcome::Purged {
@@ -257,32 +475,79 @@ impl SessionState {
         }
     }
 
-    fn create(
+    /// Why `session` may not be admitted under `limits` (with the Refuse policies), if so.
+    fn refusal(&self, session: &Session, limits: &Limits) -> Option<Outcome> {
+        if let Some(rejection) = validate(&session.attributes, session.idle_timeout_ms) {
+            return Some(rejection);
+        }
+        if let (Some(p), Some(max)) = (&session.principal, limits.max_per_principal) {
+            let live = self.sessions_of(p).len() as u64;
+            if live >= u64::from(max) && limits.when_principal_full == WhenFull::Refuse {
+                return Some(Outcome::LimitReached {
+                    reason: format!("principal has {live} sessions, limit {max}"),
+                });
+            }
+        }
+        if let Some(max) = limits.max_sessions {
+            if self.sessions.len() as u64 >= max && limits.when_full == WhenFull::Refuse {
+                return Some(Outcome::LimitReached {
+                    reason: format!("group holds {max} sessions, its limit"),
+                });
+            }
+        }
+        None
+    }
+
+    /// Stores a new session under `id` if the limits allow, evicting where the policy says so.
+    fn admit(
         &mut self,
         index: u64,
         id: SessionId,
-        attributes: &Attributes,
-        idle_timeout_ms: u64,
-        lifetime_ms: Option<u64>,
+        mut session: Session,
+        limits: &Limits,
+        event: EventKind,
     ) -> Outcome {
         if self.sessions.contains_key(&id) || self.tombstones.contains_key(&id) {
             return Outcome::Exists;
         }
-        if let Some(rejection) = validate(attributes, idle_timeout_ms) {
-            return rejection;
+        if let Some(refusal) = self.refusal(&session, limits) {
+            return refusal;
         }
-        let now = self.clock_ms;
-        let session = Session {
-            attributes: attributes.clone(),
-            created_ms: now,
-            accessed_ms: now,
-            idle_timeout_ms,
-            deadline_ms: lifetime_ms.map(|l| now.saturating_add(l)),
-            version: index,
-        };
-        self.expiry.insert((session.expires_at_ms(), id));
-        self.sessions.insert(id, session);
+        if let (Some(p), Some(max)) = (session.principal.clone(), limits.max_per_principal) {
+            let mut live: Vec<(u64, SessionId)> = self
+                .sessions_of(&p)
+                .into_iter()
+                .filter_map(|i| self.sessions.get(&i).map(|s| (s.created_ms, i)))
+                .collect();
+            live.sort();
+            let excess = (live.len() + 1).saturating_sub(max as usize);
+            for (_, victim) in live.into_iter().take(excess) {
+                self.kill(&victim);
+                self.emit(EventKind::Deleted(victim));
+            }
+        }
+        if let Some(max) = limits.max_sessions {
+            while self.sessions.len() as u64 >= max.max(1) {
+                let Some(&(_, victim)) = self.lru.first() else {
+                    break;
+                };
+                self.kill(&victim);
+                self.emit(EventKind::Deleted(victim));
+            }
+        }
+        session.version = index;
+        self.insert_live(id, session);
+        self.emit(event);
         Outcome::Ok { version: index }
+    }
+
+    fn insert_live(&mut self, id: SessionId, session: Session) {
+        self.expiry.insert((session.expires_at_ms(), id));
+        self.lru.insert((session.accessed_ms, id));
+        if let Some(p) = &session.principal {
+            self.principals.entry(p.clone()).or_default().insert(id);
+        }
+        self.sessions.insert(id, session);
     }
 
     /// Changes a live session and keeps the expiry index in step; returns its version.
@@ -290,8 +555,10 @@ impl SessionState {
         let session = self.sessions.get_mut(id)?;
         let removed = self.expiry.remove(&(session.expires_at_ms(), *id));
         debug_assert!(removed, "every live session is in the expiry index");
+        self.lru.remove(&(session.accessed_ms, *id));
         change(session);
         self.expiry.insert((session.expires_at_ms(), *id));
+        self.lru.insert((session.accessed_ms, *id));
         Some(session.version)
     }
 
@@ -300,6 +567,15 @@ impl SessionState {
         if let Some(session) = self.sessions.remove(id) {
             // Already gone when the purge loop popped it first.
             self.expiry.remove(&(session.expires_at_ms(), *id));
+            self.lru.remove(&(session.accessed_ms, *id));
+            if let Some(p) = &session.principal {
+                if let Some(ids) = self.principals.get_mut(p) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.principals.remove(p);
+                    }
+                }
+            }
             self.tombstones.insert(*id, self.clock_ms);
             self.tombstone_order.insert((self.clock_ms, *id));
         }
@@ -324,8 +600,13 @@ impl SessionState {
                 break;
             }
             self.expiry.pop_first();
-            if self.sessions.get(&id).is_some_and(|s| s.expires_at_ms() == at) {
+            if self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.expires_at_ms() == at)
+            {
                 self.kill(&id);
+                self.emit(EventKind::Expired(id));
                 purged += 1;
             }
         }
@@ -367,6 +648,7 @@ impl SessionState {
                 .iter()
                 .filter_map(|(at, o)| self.dedup.get(o).map(|r| (*at, *o, r.clone())))
                 .collect(),
+            events: self.events.iter().cloned().collect(),
         }
     }
 
@@ -378,15 +660,27 @@ impl SessionState {
             ids.windows(2).all(|w| w[0] < w[1])
         };
         if !increasing(&mut image.sessions.iter().map(|(id, _)| *id)) {
-            return Err(InvalidImage("session ids are not strictly increasing".into()));
+            return Err(InvalidImage(
+                "session ids are not strictly increasing".into(),
+            ));
         }
         if !increasing(&mut image.tombstones.iter().map(|(id, _)| *id)) {
-            return Err(InvalidImage("tombstone ids are not strictly increasing".into()));
+            return Err(InvalidImage(
+                "tombstone ids are not strictly increasing".into(),
+            ));
         }
-        let mut state = SessionState { clock_ms: image.clock_ms, ..Default::default() };
+        if image.events.len() > limits::EVENTS_RETAINED
+            || !image.events.windows(2).all(|w| w[0].index <= w[1].index)
+        {
+            return Err(InvalidImage("events out of order or too many".into()));
+        }
+        let mut state = SessionState {
+            clock_ms: image.clock_ms,
+            events: image.events.into(),
+            ..Default::default()
+        };
         for (id, session) in image.sessions {
-            state.expiry.insert((session.expires_at_ms(), id));
-            state.sessions.insert(id, session);
+            state.insert_live(id, session);
         }
         for (id, died) in image.tombstones {
             if state.sessions.contains_key(&id) {
@@ -472,7 +766,213 @@ mod tests {
             attributes,
             idle_timeout_ms: idle,
             lifetime_ms: None,
+            principal: None,
+            limits: Limits::default(),
         }
+    }
+
+    fn limited(n: u8, limits: Limits) -> Command {
+        match create(n, 10_000) {
+            Command::Create {
+                id,
+                attributes,
+                idle_timeout_ms,
+                lifetime_ms,
+                principal,
+                ..
+            } => Command::Create {
+                id,
+                attributes,
+                idle_timeout_ms,
+                lifetime_ms,
+                principal,
+                limits,
+            },
+            _ => unreachable!("create builds a Create"),
+        }
+    }
+
+    fn login(n: u8, principal: &str, limits: Limits) -> Command {
+        Command::Create {
+            id: id(n),
+            attributes: Attributes::new(),
+            idle_timeout_ms: 10_000,
+            lifetime_ms: None,
+            principal: Some(principal.into()),
+            limits,
+        }
+    }
+
+    #[test]
+    fn rotation_moves_data_and_kills_the_old_id_for_good() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, create(1, 1000)));
+        let rotate = Command::Rotate {
+            old: id(1),
+            new: id(2),
+            principal: Some("ann".into()),
+            limits: Limits::default(),
+        };
+        assert_eq!(
+            s.apply(2, &req(2, rotate)).outcome,
+            Outcome::Ok { version: 2 }
+        );
+        assert_eq!(s.get(&id(1)), None);
+        let moved = s.get(&id(2)).expect("moved");
+        assert_eq!(
+            (
+                moved.attributes["user"].as_slice(),
+                moved.principal.as_deref()
+            ),
+            (&b"ann"[..], Some("ann"))
+        );
+        assert_eq!(
+            s.apply(3, &req(3, create(1, 1000))).outcome,
+            Outcome::Exists,
+            "old id never comes back"
+        );
+        assert_eq!(s.sessions_of("ann"), vec![id(2)]);
+        let out = s.apply(
+            4,
+            &req(
+                4,
+                Command::RotateOut {
+                    old: id(2),
+                    new: id(9),
+                },
+            ),
+        );
+        assert!(matches!(out.outcome, Outcome::RotatedOut { .. }));
+        assert_eq!(
+            s.get(&id(2)),
+            None,
+            "the first half of a cross-group rotation kills the old id"
+        );
+        assert!(s.sessions_of("ann").is_empty());
+    }
+
+    #[test]
+    fn principal_limits_refuse_or_evict_oldest() {
+        let refuse = Limits {
+            max_per_principal: Some(2),
+            ..Limits::default()
+        };
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, login(1, "bob", refuse)));
+        s.apply(2, &req(2, login(2, "bob", refuse)));
+        assert!(matches!(
+            s.apply(3, &req(3, login(3, "bob", refuse))).outcome,
+            Outcome::LimitReached { .. }
+        ));
+        let evict = Limits {
+            when_principal_full: WhenFull::EvictOldest,
+            ..refuse
+        };
+        assert_eq!(
+            s.apply(4, &req(4, login(4, "bob", evict))).outcome,
+            Outcome::Ok { version: 4 }
+        );
+        assert_eq!(
+            s.sessions_of("bob"),
+            vec![id(2), id(4)],
+            "the oldest (1) was ended"
+        );
+        assert_eq!(
+            s.apply(
+                5,
+                &req(
+                    5,
+                    Command::InvalidatePrincipal {
+                        principal: "bob".into()
+                    }
+                )
+            )
+            .outcome,
+            Outcome::Purged { sessions: 2 }
+        );
+        assert!(s.get(&id(2)).is_none() && s.get(&id(4)).is_none());
+    }
+
+    #[test]
+    fn capacity_refuses_or_evicts_least_recently_used() {
+        let full = Limits {
+            max_sessions: Some(2),
+            ..Limits::default()
+        };
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, limited(1, full)));
+        s.apply(2, &req(2, limited(2, full)));
+        assert!(matches!(
+            s.apply(3, &req(3, limited(3, full))).outcome,
+            Outcome::LimitReached { .. }
+        ));
+        s.apply(4, &req(4, Command::Touch { id: id(1) }));
+        let lru = Limits {
+            when_full: WhenFull::EvictOldest,
+            ..full
+        };
+        s.apply(5, &req(5, limited(3, lru)));
+        assert!(s.get(&id(2)).is_none(), "2 was least recently used");
+        assert!(s.get(&id(1)).is_some() && s.get(&id(3)).is_some());
+    }
+
+    #[test]
+    fn a_session_read_before_its_deadline_survives_the_purge() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1_000, create(1, 100)));
+        // Read at 1_090 (alive); the batch lands after the deadline (1_100).
+        let batch = Command::TouchBatch {
+            reads: vec![(id(1), 1_090)],
+        };
+        s.apply(2, &req(1_150, batch));
+        s.apply(3, &req(1_160, Command::Expire));
+        assert!(s.get(&id(1)).is_some(), "extended to 1_190 by the read");
+        let late = Command::TouchBatch {
+            reads: vec![(id(1), 1_195)],
+        };
+        s.apply(4, &req(1_200, late));
+        s.apply(5, &req(1_200, Command::Expire));
+        assert!(
+            s.get(&id(1)).is_none(),
+            "a read after the deadline does not resurrect it"
+        );
+    }
+
+    #[test]
+    fn events_are_stamped_and_compaction_is_reported() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1, create(1, 1000)));
+        s.apply(2, &req(2, set(1, "a", b"b", None)));
+        s.apply(
+            3,
+            &req(
+                3,
+                Command::Delete {
+                    id: id(1),
+                    expected_version: None,
+                },
+            ),
+        );
+        let events = s.events_from(0, 10).expect("retained");
+        let kinds: Vec<_> = events.iter().map(|e| (e.index, e.kind.clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1, EventKind::Created(id(1))),
+                (2, EventKind::Updated(id(1))),
+                (3, EventKind::Deleted(id(1)))
+            ]
+        );
+        for i in 0..limits::EVENTS_RETAINED as u64 + 10 {
+            s.apply(10 + i, &req(10, Command::Touch { id: id(7) }));
+            s.apply(10 + i, &req(10, set(7, "x", b"y", None)));
+        }
+        s.apply(100_000, &req(10, create(7, 1000)));
+        let n = limits::EVENTS_RETAINED as u64;
+        for i in 0..n + 5 {
+            s.apply(100_001 + i, &req(10, set(7, "x", b"y", None)));
+        }
+        assert!(s.events_from(0, 10).is_err(), "index 0 was compacted away");
     }
 
     fn set(n: u8, k: &str, v: &[u8], expected_version: Option<u64>) -> Command {

@@ -71,6 +71,18 @@ pub enum ClientRequest {
         origin: Origin,
         /// The change.
         command: Command,
+        /// The application namespace whose defaults and limits apply ("" = cluster defaults).
+        namespace: String,
+    },
+    /// Live sessions of a principal (linearizable; send to the principal's home group).
+    Principal {
+        /// The principal.
+        principal: String,
+    },
+    /// Events with index `>= from_index` (long-polls up to a second when there are none).
+    Watch {
+        /// The first log index wanted.
+        from_index: u64,
     },
     /// A linearizable read of one session.
     Read {
@@ -168,6 +180,13 @@ pub enum WireError {
     /// The request is not allowed.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The events asked for were compacted away; resume from `first_available` (and re-read
+    /// the state, since events in between are lost).
+    #[error("events compacted; the oldest retained index is {first_available}")]
+    Compacted {
+        /// The oldest retained event index.
+        first_available: u64,
+    },
 }
 
 /// Every response body.
@@ -189,6 +208,15 @@ pub enum ResponseBody {
     Status(Vec<GroupStatus>),
     /// The cluster's shape.
     Topology(Topology),
+    /// Session ids (of a principal).
+    Sessions(Vec<SessionId>),
+    /// A batch of events and the index to ask for next.
+    Events {
+        /// Events in log order.
+        events: Vec<crate::state::Event>,
+        /// Resume from here.
+        next_index: u64,
+    },
     /// Failure.
     Error(WireError),
 }

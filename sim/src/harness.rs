@@ -471,7 +471,10 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
                 break r;
             }
             if turmoil::sim_elapsed().unwrap_or_default() - started > LIVENESS_BOUND * 2 {
-                *world.verdict.borrow_mut() = Some(format!("liveness: no final read of key {key} within {:?} after healing", LIVENESS_BOUND * 2));
+                *world.verdict.borrow_mut() = Some(format!(
+                    "liveness: no final read of key {key} within {:?} after healing",
+                    LIVENESS_BOUND * 2
+                ));
                 return Ok(());
             }
         };
@@ -589,10 +592,20 @@ fn election_safety(world: &World, inj: &mut Injector, now: Duration) -> Option<S
         if !m.state.is_leader() {
             continue;
         }
-        let seen = *inj.leaders.entry((*group, m.current_term)).or_insert_with(|| {
-            world.trace.event(now.as_millis(), format!("leader g{group} term {} = {}", m.current_term, node_name(*node)));
-            *node
-        });
+        let seen = *inj
+            .leaders
+            .entry((*group, m.current_term))
+            .or_insert_with(|| {
+                world.trace.event(
+                    now.as_millis(),
+                    format!(
+                        "leader g{group} term {} = {}",
+                        m.current_term,
+                        node_name(*node)
+                    ),
+                );
+                *node
+            });
         if seen != *node {
             let votes: Vec<String> = world
                 .rafts
@@ -602,7 +615,13 @@ fn election_safety(world: &World, inj: &mut Injector, now: Duration) -> Option<S
                 .map(|((n, _), r)| {
                     let m = r.metrics();
                     let m = m.borrow();
-                    format!("{}: {:?} vote={} last_log={:?}", node_name(*n), m.state, m.vote, m.last_log_index)
+                    format!(
+                        "{}: {:?} vote={} last_log={:?}",
+                        node_name(*n),
+                        m.state,
+                        m.vote,
+                        m.last_log_index
+                    )
                 })
                 .collect();
             return Some(format!(
@@ -624,13 +643,16 @@ fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injecto
             inj.down.remove(&n);
             world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
             sim.bounce(node_name(n));
-            world.trace.event(now.as_millis(), format!("trap: {} restarted", node_name(n)));
+            world
+                .trace
+                .event(now.as_millis(), format!("trap: {} restarted", node_name(n)));
         }
     }
     if !inj.vote_trap {
         return;
     }
-    let caught = (0..inj.disks.len()).find(|n| !inj.down.contains(n) && inj.disks[*n].pending_meta(MetaKey::Vote));
+    let caught = (0..inj.disks.len())
+        .find(|n| !inj.down.contains(n) && inj.disks[*n].pending_meta(MetaKey::Vote));
     if let Some(n) = caught {
         inj.vote_trap = false;
         inj.down.insert(n);
@@ -638,7 +660,10 @@ fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injecto
         inj.disks[n].crash(0);
         let back = now + Duration::from_millis(inj.rng.gen_range(20..400));
         inj.reboot = Some((n, back));
-        world.trace.event(now.as_millis(), format!("trap: {} killed with an unsynced vote", node_name(n)));
+        world.trace.event(
+            now.as_millis(),
+            format!("trap: {} killed with an unsynced vote", node_name(n)),
+        );
     }
 }
 

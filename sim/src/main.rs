@@ -53,7 +53,10 @@ fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
 fn main() -> ExitCode {
     let args = Args::parse();
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).without_time().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .without_time()
+            .init();
     }
     let mut seeds: Vec<u64> = match (&args.seeds, args.seed) {
         (Some(r), _) => match parse_range(r) {

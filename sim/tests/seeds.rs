@@ -10,29 +10,48 @@ fn main() -> ExitCode {
     let range = std::env::var("SIM_SEEDS").unwrap_or_else(|_| "0..12".into());
     let (a, b) = range.split_once("..").expect("SIM_SEEDS is A..B");
     let seeds: std::ops::Range<u64> = a.parse().expect("start")..b.parse().expect("end");
-    let fault_secs = std::env::var("SIM_FAULT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let options = RunOptions { fault_secs, ..RunOptions::default() };
+    let fault_secs = std::env::var("SIM_FAULT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let options = RunOptions {
+        fault_secs,
+        ..RunOptions::default()
+    };
     let (mut passed, mut failed) = (0, 0);
     for seed in seeds {
         let report = harness::run(seed, &options);
         let again = (seed % 4 == 0).then(|| harness::run(seed, &options).trace_hash);
         let verdict = match (&report.violation, again) {
             (Some(v), _) => Some(v.clone()),
-            (None, Some(h)) if h != report.trace_hash => Some(format!("non-deterministic: {:016x} vs {h:016x}", report.trace_hash)),
+            (None, Some(h)) if h != report.trace_hash => Some(format!(
+                "non-deterministic: {:016x} vs {h:016x}",
+                report.trace_hash
+            )),
             _ => None,
         };
         match verdict {
             None => {
                 passed += 1;
-                println!("test sim seed={seed} trace={:016x} ... ok", report.trace_hash);
+                println!(
+                    "test sim seed={seed} trace={:016x} ... ok",
+                    report.trace_hash
+                );
             }
             Some(v) => {
                 failed += 1;
-                println!("test sim seed={seed} trace={:016x} ... FAILED: {v}", report.trace_hash);
+                println!(
+                    "test sim seed={seed} trace={:016x} ... FAILED: {v}",
+                    report.trace_hash
+                );
                 println!("  replay: cargo run -p steadfast-sim --release -- --seed {seed} --fault-secs {fault_secs} --verbose");
             }
         }
     }
     println!("{passed} passed, {failed} failed");
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -39,8 +39,8 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as TtlDuration;
 
 use crate::adapters::delta::{save_delta, LoadedTable, SaveFailure, Snapshot};
-use crate::adapters::{millis_at_least_one, ConflictPolicy};
-use crate::client::{Client, CreateOptions, Update};
+use crate::adapters::{create_options, millis_at_least_one, ConflictPolicy};
+use crate::client::{Client, Update};
 use crate::command::Attributes;
 use crate::error::Error;
 use crate::id::SessionId;
@@ -143,10 +143,7 @@ impl SessionStore for SteadfastActixStore {
 
     async fn save(&self, state: State, ttl_: &TtlDuration) -> Result<SessionKey, SaveError> {
         let attributes = attributes(state);
-        let options = CreateOptions {
-            idle_timeout: Some(ttl(ttl_)),
-            lifetime: None,
-        };
+        let options = create_options(Some(ttl(ttl_)), None);
         let (id, written) = self
             .client
             .create(attributes.clone(), options)

@@ -66,7 +66,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower::{Layer, Service};
 
-use crate::adapters::millis_at_least_one;
+use crate::adapters::{create_options, millis_at_least_one};
 use crate::client::{Client, CreateOptions, Update, Written};
 use crate::command::Attributes;
 use crate::error::Error;
@@ -548,10 +548,7 @@ impl Shared {
     }
 
     fn create_options(&self) -> CreateOptions {
-        CreateOptions {
-            idle_timeout: Some(self.config.idle_timeout),
-            lifetime: self.config.absolute_timeout,
-        }
+        create_options(Some(self.config.idle_timeout), self.config.absolute_timeout)
     }
 
     fn set_cookie(&self, id: SessionId) -> Option<HeaderValue> {
@@ -1120,10 +1117,10 @@ impl Session {
         let lifetime = old
             .deadline_ms
             .map(|d| Duration::from_millis(d.saturating_sub(old.server_time_ms).max(1)));
-        let options = CreateOptions {
-            idle_timeout: Some(Duration::from_millis(old.idle_timeout_ms.max(1))),
+        let options = create_options(
+            Some(Duration::from_millis(old.idle_timeout_ms.max(1))),
             lifetime,
-        };
+        );
         let (new_id, mut written) = client
             .create((*old.attributes).clone(), options)
             .await

@@ -41,8 +41,8 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::adapters::delta::{save_delta, LoadedTable, SaveFailure, Snapshot};
-use crate::adapters::{millis_at_least_one, ConflictPolicy};
-use crate::client::{Client, CreateOptions};
+use crate::adapters::{create_options, millis_at_least_one, ConflictPolicy};
+use crate::client::Client;
 use crate::command::Attributes;
 use crate::error::Error;
 use crate::id::SessionId;
@@ -147,10 +147,7 @@ impl SessionStore for SteadfastStore {
             // Born expired: nothing to store, and nothing a later load could return.
             return Ok(());
         };
-        let options = CreateOptions {
-            idle_timeout: Some(idle),
-            lifetime: None,
-        };
+        let options = create_options(Some(idle), None);
         for _ in 0..CREATE_ATTEMPTS {
             let id = session_id(&record.id);
             match self

@@ -127,7 +127,9 @@ impl MemBackend {
     /// Whether an unsynced write of `key` is pending (the simulation crashes nodes right then).
     pub fn pending_meta(&self, key: MetaKey) -> bool {
         let disk = self.disk.lock().expect("mem disk lock");
-        disk.pending.iter().any(|(_, op)| matches!(op, WriteOp::Meta(k, _) if *k == key))
+        disk.pending
+            .iter()
+            .any(|(_, op)| matches!(op, WriteOp::Meta(k, _) if *k == key))
     }
 
     /// How many syncs have run.

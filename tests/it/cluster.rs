@@ -98,7 +98,7 @@ async fn sessions_have_versions_and_compare_and_set() {
     tracing::info!("--- an idle session expires by replicated time");
     let options = CreateOptions {
         idle_timeout: Some(Duration::from_millis(300)),
-        lifetime: None,
+        ..CreateOptions::default()
     };
     let (short, _) = client
         .create(Attributes::new(), options)

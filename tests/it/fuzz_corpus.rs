@@ -150,6 +150,8 @@ fn requests() -> Vec<Request> {
                 attributes: attrs(&[("user", b"ann"), ("cart", b"")]),
                 idle_timeout_ms: 60_000,
                 lifetime_ms: Some(3_600_000),
+                principal: None,
+                limits: Default::default(),
             },
         },
         Request {
@@ -176,6 +178,8 @@ fn requests() -> Vec<Request> {
                 attributes: attrs(&[("x", b"1")]),
                 idle_timeout_ms: 10,
                 lifetime_ms: None,
+                principal: None,
+                limits: Default::default(),
             },
         },
         Request {
@@ -306,6 +310,7 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
         let body = RequestBody::Client(ClientRequest::Write {
             origin: r.origin.expect("client write"),
             command: r.command,
+            namespace: String::new(),
         });
         out.push((name, req(body)));
     }

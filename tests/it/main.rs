@@ -6,6 +6,7 @@
 
 mod cluster;
 mod fuzz_corpus;
+mod lifecycle;
 mod props;
 mod protocol;
 mod storage_suite;

@@ -387,6 +387,8 @@ impl ModelCommand {
                 attributes,
                 idle_timeout_ms: idle,
                 lifetime_ms: lifetime,
+                principal: None,
+                limits: Default::default(),
             },
             ModelCommand::Update {
                 id,
@@ -592,6 +594,7 @@ impl Model {
             deadline_ms: s.deadline_ms,
             expires_at_ms,
             server_time_ms: self.clock,
+            principal: None,
         })
     }
 }
@@ -834,6 +837,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     attributes,
                     idle_timeout_ms,
                     lifetime_ms,
+                    principal: None,
+                    limits: Default::default(),
                 }
             ),
         (
@@ -909,6 +914,7 @@ fn arb_session() -> impl Strategy<Value = Session> {
                     idle_timeout_ms,
                     deadline_ms,
                     version,
+                    principal: None,
                 }
             },
         )
@@ -926,6 +932,7 @@ fn arb_image() -> impl Strategy<Value = StateImage> {
             sessions,
             tombstones,
             dedup,
+            events: Vec::new(),
         })
 }
 
@@ -995,7 +1002,11 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
 fn arb_request_body() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
         (arb_origin(), arb_command()).prop_map(|(origin, command)| RequestBody::Client(
-            ClientRequest::Write { origin, command }
+            ClientRequest::Write {
+                origin,
+                command,
+                namespace: String::new()
+            }
         )),
         arb_id().prop_map(|id| RequestBody::Client(ClientRequest::Read { id })),
         Just(RequestBody::Client(ClientRequest::Status)),
@@ -1052,6 +1063,7 @@ fn arb_response_body() -> impl Strategy<Value = ResponseBody> {
             deadline_ms: s.deadline_ms,
             expires_at_ms,
             server_time_ms,
+            principal: s.principal,
         },
     );
     prop_oneof![

@@ -20,6 +20,7 @@ pub struct Cluster {
     dirs: Vec<PathBuf>,
     procs: Vec<Option<Child>>,
     groups: u32,
+    extra: Vec<String>,
     _root: tempfile::TempDir,
 }
 
@@ -30,6 +31,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start(nodes: usize, groups: u32) -> Cluster {
+        Self::start_with_args(nodes, groups, &[])
+    }
+
+    /// Starts a cluster whose nodes get `extra` command-line flags.
+    pub fn start_with_args(nodes: usize, groups: u32, extra: &[&str]) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let addrs: Vec<String> = (0..nodes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -42,6 +48,7 @@ impl Cluster {
             dirs,
             procs: (0..nodes).map(|_| None).collect(),
             groups,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _root: root,
         };
         for i in 0..nodes {
@@ -78,6 +85,7 @@ impl Cluster {
                 "600",
             ])
             .args(["--snapshot-every-logs", "200", "--expire-tick-ms", "200"])
+            .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)

@@ -446,6 +446,7 @@ async fn embedded_backend_serves_the_shop_and_restarts_from_disk() {
                 ..RaftTuning::default()
             },
             sessions: SessionDefaults::default(),
+            namespaces: Default::default(),
         },
     };
     let store = Steadfast::start(backend.clone()).await.expect("embedded");

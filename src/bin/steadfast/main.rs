@@ -83,6 +83,18 @@ struct ServeArgs {
     /// How often leaders advance the replicated clock (expiry precision).
     #[arg(long, env = "STEADFAST_EXPIRE_TICK_MS")]
     expire_tick_ms: Option<u64>,
+    /// Default namespace: most sessions per group.
+    #[arg(long, env = "STEADFAST_MAX_SESSIONS_PER_GROUP")]
+    max_sessions_per_group: Option<u64>,
+    /// Default namespace: refuse | evict_oldest when a group is full.
+    #[arg(long, env = "STEADFAST_WHEN_FULL")]
+    when_full: Option<String>,
+    /// Default namespace: most sessions per principal.
+    #[arg(long, env = "STEADFAST_MAX_SESSIONS_PER_PRINCIPAL")]
+    max_sessions_per_principal: Option<u64>,
+    /// Default namespace: refuse | evict_oldest when a principal has too many sessions.
+    #[arg(long, env = "STEADFAST_WHEN_PRINCIPAL_FULL")]
+    when_principal_full: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +134,35 @@ enum CtlCmd {
     /// Session operations.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// A user's sessions.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+    /// Stream a group's events (created, updated, touched, expired, deleted, rotated).
+    Watch {
+        /// The group.
+        #[arg(long, default_value_t = 0)]
+        group: u32,
+        /// The first log index to show (0 = everything retained).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PrincipalCmd {
+    /// List the live sessions of a user.
+    List {
+        /// The user name.
+        principal: String,
+    },
+    /// End every session of a user ("log out everywhere").
+    Invalidate {
+        /// The user name.
+        principal: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +180,21 @@ enum SessionCmd {
         /// Absolute lifetime in milliseconds.
         #[arg(long)]
         lifetime_ms: Option<u64>,
+        /// The user this session belongs to.
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    /// Move a session to a fresh id; the old id dies (session-fixation defence).
+    Rotate {
+        /// The session id.
+        id: SessionId,
+    },
+    /// Log a principal in on a session: rotate it and tag it with the principal.
+    Login {
+        /// The session id.
+        id: SessionId,
+        /// The user name.
+        principal: String,
     },
     /// Print a session as JSON.
     Get {
@@ -268,6 +324,38 @@ fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         "expire_tick_ms",
         args.expire_tick_ms,
     );
+    let mut default_ns = toml::Table::new();
+    if let Some(v) = args.max_sessions_per_group {
+        default_ns.insert(
+            "max_sessions_per_group".into(),
+            toml::Value::Integer(v as i64),
+        );
+    }
+    if let Some(v) = args.max_sessions_per_principal {
+        default_ns.insert(
+            "max_sessions_per_principal".into(),
+            toml::Value::Integer(v as i64),
+        );
+    }
+    if let Some(v) = args.when_full {
+        default_ns.insert("when_full".into(), toml::Value::String(v));
+    }
+    if let Some(v) = args.when_principal_full {
+        default_ns.insert("when_principal_full".into(), toml::Value::String(v));
+    }
+    if !default_ns.is_empty() {
+        let namespaces = table
+            .entry("namespaces")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = namespaces {
+            let entry = t
+                .entry("default")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(d) = entry {
+                d.extend(default_ns);
+            }
+        }
+    }
     Ok(NodeConfig::from_toml(&toml::to_string(&table)?)?)
 }
 
@@ -468,6 +556,29 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCmd::Session(cmd) => session_cmd(&client, cmd).await?,
+        CtlCmd::Principal(PrincipalCmd::List { principal }) => {
+            for id in client.sessions_of(&principal).await? {
+                println!("{id}");
+            }
+        }
+        CtlCmd::Principal(PrincipalCmd::Invalidate { principal }) => {
+            let n = client.invalidate_principal(&principal).await?;
+            println!("ended {n} sessions of {principal}");
+        }
+        CtlCmd::Watch { group, from, limit } => {
+            use futures_util::StreamExt;
+            let stream = client.watch(steadfast::GroupId(group), from);
+            let mut stream = std::pin::pin!(stream);
+            let mut seen = 0;
+            while let Some(event) = stream.next().await {
+                let e = event?;
+                println!("{} {} {:?}", e.index, e.at_ms, e.kind);
+                seen += 1;
+                if limit.is_some_and(|l| seen >= l) {
+                    break;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -479,8 +590,10 @@ async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
             id,
             idle_timeout_ms,
             lifetime_ms,
+            principal,
         } => {
             let options = CreateOptions {
+                principal,
                 idle_timeout: idle_timeout_ms.map(Duration::from_millis),
                 lifetime: lifetime_ms.map(Duration::from_millis),
             };
@@ -527,6 +640,14 @@ async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
             };
             let w = client.update(id, update).await?;
             println!("{id} version={}", w.version);
+        }
+        SessionCmd::Rotate { id } => {
+            let (new, w) = client.rotate(id).await?;
+            println!("{id} -> {new} version={}", w.version);
+        }
+        SessionCmd::Login { id, principal } => {
+            let (new, w) = client.login(id, &principal).await?;
+            println!("{id} -> {new} principal={principal} version={}", w.version);
         }
         SessionCmd::Touch { id } => {
             let w = client.touch(id).await?;
