@@ -8,7 +8,7 @@
 //! curl -c jar -b jar -X POST 'localhost:8081/login?user=ann'
 //! curl -c jar -b jar -X POST 'localhost:8082/basket/add?item=book'
 //! curl -c jar -b jar localhost:8081/basket
-//! curl -c jar -b jar -X POST localhost:8082/logout
+//! curl -c jar -b jar -X POST localhost:8082/logout              # or /logout/everywhere
 //! ```
 //!
 //! Flags: `--port P` (default 8081), `--endpoints a:p,b:p` (default `STEADFAST_ENDPOINTS` or
@@ -47,12 +47,14 @@ pub fn routes() -> Router {
         .route("/basket", get(basket))
         .route("/basket/add", post(add))
         .route("/logout", post(logout))
+        .route("/logout/everywhere", post(logout_everywhere))
 }
 
 /// The whole app: routes, session layer, instance name.
 pub fn app(layer: SteadfastSessionLayer, instance: &str) -> Router {
     routes()
-        .layer(layer)
+        .layer(layer.clone())
+        .layer(Extension(layer))
         .layer(Extension(Instance(instance.to_string())))
 }
 
@@ -71,10 +73,10 @@ async fn login(
     Extension(Instance(me)): Extension<Instance>,
     Query(Login { user }): Query<Login>,
 ) -> Result<String, SessionError> {
-    // A new id at login (session fixation); the anonymous basket comes along.
-    session.rotate_id().await?;
+    // A new id at login (session fixation), tagged with the user for "log out everywhere";
+    // the anonymous basket comes along.
+    session.login(&user).await?;
     session.insert("user", &user).await?;
-    session.set_principal(&user).await?;
     Ok(format!("{me}: logged in as {user}\n"))
 }
 
@@ -114,6 +116,22 @@ async fn logout(
 ) -> Result<String, SessionError> {
     session.delete().await?;
     Ok(format!("{me}: logged out\n"))
+}
+
+/// Ends every session of the logged-in user, on every device.
+async fn logout_everywhere(
+    session: Session,
+    Extension(layer): Extension<SteadfastSessionLayer>,
+    Extension(Instance(me)): Extension<Instance>,
+) -> Result<String, SessionError> {
+    let Some(user) = session.get::<String>("user").await? else {
+        return Ok(format!("{me}: not logged in\n"));
+    };
+    let ended = layer.invalidate_principal(&user).await?;
+    session.delete().await?;
+    Ok(format!(
+        "{me}: logged {user} out everywhere ({ended} sessions)\n"
+    ))
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {

@@ -332,11 +332,12 @@ impl Client {
             .await
     }
 
-    /// Rotation protocol. Same group: one atomic `Rotate`. Across groups: `RotateOut` kills the
+    /// Rotates `old` to the caller's `new` id (normally use [`Client::rotate`], which draws a
+    /// fresh one). Rotation protocol. Same group: one atomic `Rotate`. Across groups: `RotateOut` kills the
     /// old id and returns the data, then `RotateIn` (retried under one request id until the
     /// deadline) recreates it. It fails safe: the old id is dead from the first step on, so at
     /// worst the session is lost (the user logs in again); two live copies never exist.
-    async fn rotate_into(
+    pub async fn rotate_into(
         &self,
         old: SessionId,
         new: SessionId,
@@ -420,16 +421,16 @@ impl Client {
         Ok(w.version)
     }
 
-    /// One batch of `group`'s events from `from_index` (long-polls up to a second); returns the
+    /// One batch of `group`'s events from `from_index` (long-polls up to half the attempt
+    /// deadline when there are none yet); returns the
     /// events and the index to resume from. [`Error::Compacted`] if `from_index` is too old.
     pub async fn watch_once(&self, group: GroupId, from_index: u64) -> Result<(Vec<Event>, u64)> {
-        match self
-            .call(
-                group,
-                RequestBody::Client(ClientRequest::Watch { from_index }),
-            )
-            .await
-        {
+        let wait_ms = (self.inner.config.attempt_timeout.as_millis() as u64) / 2;
+        let body = RequestBody::Client(ClientRequest::Watch {
+            from_index,
+            wait_ms,
+        });
+        match self.call(group, body).await {
             Ok(ResponseBody::Events { events, next_index }) => Ok((events, next_index)),
             Ok(other) => Err(unexpected(other)),
             Err(Error::Protocol(WireError::Compacted { first_available })) => {

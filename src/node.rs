@@ -265,8 +265,12 @@ impl Handler for NodeInner {
                     let m = handle.machine.read().expect("state lock");
                     ResponseBody::Sessions(m.state.sessions_of(&principal))
                 }
-                RequestBody::Client(ClientRequest::Watch { from_index }) => {
-                    watch(&handle, from_index, now_ms, &addresses).await
+                RequestBody::Client(ClientRequest::Watch {
+                    from_index,
+                    wait_ms,
+                }) => {
+                    let wait = Duration::from_millis(wait_ms).min(WATCH_WAIT_MAX);
+                    watch(&handle, from_index, wait, now_ms, &addresses).await
                 }
                 RequestBody::Client(_) => {
                     ResponseBody::Error(WireError::Invalid("unexpected request".into()))
@@ -421,16 +425,17 @@ async fn read(
     })
 }
 
-/// How long a watch waits for new events before answering with none.
-const WATCH_WAIT: Duration = Duration::from_secs(1);
+/// The longest a watch may wait for new events before answering with none.
+const WATCH_WAIT_MAX: Duration = Duration::from_secs(5);
 
 async fn watch(
     handle: &GroupHandle,
     from_index: u64,
+    wait: Duration,
     now_ms: u64,
     addresses: &[(NodeId, String)],
 ) -> ResponseBody {
-    let deadline = tokio::time::Instant::now() + WATCH_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Err(e) = linearize(handle, now_ms, addresses).await {
             return ResponseBody::Error(e);

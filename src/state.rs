@@ -222,13 +222,16 @@ impl SessionState {
                 return Err(first.index);
             }
         }
-        Ok(self
-            .events
-            .iter()
-            .filter(|e| e.index >= from)
-            .take(max)
-            .cloned()
-            .collect())
+        // Never split one command's events across batches: a watcher resumes from the last
+        // index + 1.
+        let mut out: Vec<Event> = Vec::new();
+        for e in self.events.iter().filter(|e| e.index >= from) {
+            if out.len() >= max && out.last().is_some_and(|l| l.index != e.index) {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 
     /// Whether older events than the oldest retained one were dropped.

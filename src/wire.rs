@@ -79,10 +79,14 @@ pub enum ClientRequest {
         /// The principal.
         principal: String,
     },
-    /// Events with index `>= from_index` (long-polls up to a second when there are none).
+    /// Events with index `>= from_index`; when there are none yet, waits up to `wait_ms`
+    /// (capped by the node) for some.
     Watch {
         /// The first log index wanted.
         from_index: u64,
+        /// How long the node may hold the request open; the client keeps it below its own
+        /// per-attempt deadline.
+        wait_ms: u64,
     },
     /// A linearizable read of one session.
     Read {

@@ -153,6 +153,13 @@ fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
             idle_timeout_ms: p.idle_timeout_ms,
             expire_tick_ms: 500,
         },
+        namespaces: BTreeMap::from([(
+            "default".to_string(),
+            steadfast::config::Namespace {
+                max_sessions_per_principal: Some(PRINCIPAL_LIMIT),
+                ..Default::default()
+            },
+        )]),
     }
 }
 
@@ -346,6 +353,10 @@ async fn workload(
     let client = connect(me).await?;
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
     while turmoil::sim_elapsed().unwrap_or_default() < until {
+        if rng.gen_range(0..100) < 4 {
+            lifecycle_op(&world, &p, &client, &mut rng, me).await;
+            continue;
+        }
         let key = rng.gen_range(0..p.keys.len()) as u64;
         let id = p.keys[key as usize];
         let expected = seen.get(&key).copied().filter(|_| rng.gen_bool(0.5));
@@ -355,10 +366,41 @@ async fn workload(
             15..=49 => OpKind::Get,
             50..=79 => OpKind::Put { value, expected },
             80..=94 => OpKind::Touch,
-            _ => OpKind::Delete { expected },
+            95..=97 => OpKind::Delete { expected },
+            // A rotation: for the checker the old key dies at the rotate's log index, so any
+            // later read of a rotated-away id is a resurrection.
+            _ => OpKind::Delete {
+                expected: Some(u64::MAX),
+            },
         };
         let invoke = world.tick();
-        let outcome = execute(&client, id, &kind, &p).await;
+        let outcome = if kind
+            == (OpKind::Delete {
+                expected: Some(u64::MAX),
+            }) {
+            let new = id_in(&mut rng, id.group(p.groups), p.groups);
+            let outcome = match client.rotate_into(id, new, None).await {
+                Ok((_, w)) => Outcome::Ok {
+                    version: w.version,
+                    server_time_ms: w.server_time_ms,
+                },
+                Err(Error::NotFound) => Outcome::NotFound,
+                Err(_) => Outcome::Unknown,
+            };
+            world.trace.event(
+                now_ms(),
+                format!("c{me} key={key} rotate -> {new} {outcome:?}"),
+            );
+            outcome
+        } else {
+            execute(&client, id, &kind, &p).await
+        };
+        let kind = match kind {
+            OpKind::Delete {
+                expected: Some(u64::MAX),
+            } => OpKind::Delete { expected: None },
+            k => k,
+        };
         if let Outcome::Ok { version, .. } = &outcome {
             seen.insert(key, *version);
         }
@@ -385,6 +427,56 @@ async fn workload(
     Ok(())
 }
 
+/// A seeded id in `group` (the simulation never draws from the OS).
+fn id_in(rng: &mut SmallRng, group: GroupId, groups: u32) -> SessionId {
+    loop {
+        let id = SessionId::from_bytes(rng.gen());
+        if id.group(groups) == group {
+            return id;
+        }
+    }
+}
+
+/// Principals the workload logs in as; the namespace allows each `PRINCIPAL_LIMIT` sessions.
+const PRINCIPALS: [&str; 2] = ["ann", "bob"];
+const PRINCIPAL_LIMIT: u32 = 2;
+
+/// Logins (rotate + principal, under the per-principal limit) and "log out everywhere".
+async fn lifecycle_op(world: &World, p: &Params, client: &Client, rng: &mut SmallRng, me: u32) {
+    let principal = PRINCIPALS[rng.gen_range(0..PRINCIPALS.len())];
+    if rng.gen_bool(0.2) {
+        let r = client.invalidate_principal(principal).await;
+        world
+            .trace
+            .event(now_ms(), format!("c{me} invalidate {principal} -> {r:?}"));
+        return;
+    }
+    let anon = SessionId::from_bytes(rng.gen());
+    let options = CreateOptions {
+        idle_timeout: Some(Duration::from_millis(p.idle_timeout_ms)),
+        ..CreateOptions::default()
+    };
+    if client
+        .create_with_id(anon, Attributes::new(), options)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let home = steadfast::id::principal_group(principal, p.groups);
+    let new = id_in(rng, home, p.groups);
+    let r = client
+        .rotate_into(anon, new, Some(principal.to_string()))
+        .await;
+    world.trace.event(
+        now_ms(),
+        format!(
+            "c{me} login {principal} {anon} -> {new}: {:?}",
+            r.as_ref().map(|(_, w)| w.version)
+        ),
+    );
+}
+
 async fn execute(client: &Client, id: SessionId, kind: &OpKind, p: &Params) -> Outcome {
     let ok = |w: steadfast::client::Written| Outcome::Ok {
         version: w.version,
@@ -403,7 +495,7 @@ async fn execute(client: &Client, id: SessionId, kind: &OpKind, p: &Params) -> O
             let attributes = Attributes::from([("v".to_string(), value.to_be_bytes().to_vec())]);
             let options = CreateOptions {
                 idle_timeout: Some(Duration::from_millis(p.idle_timeout_ms)),
-                lifetime: None,
+                ..CreateOptions::default()
             };
             client
                 .create_with_id(id, attributes, options)
@@ -488,6 +580,32 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
             .event(now_ms(), format!("final key={key} {found:?}"));
         world.final_reads.borrow_mut().push((key as u64, found));
     }
+    for principal in PRINCIPALS {
+        let live = match client.sessions_of(principal).await {
+            Ok(live) => live,
+            Err(e) => {
+                *world.verdict.borrow_mut() = Some(format!(
+                    "liveness: sessions_of({principal}) failed after healing: {e}"
+                ));
+                return Ok(());
+            }
+        };
+        {
+            world.trace.event(
+                now_ms(),
+                format!("principal {principal} has {} sessions", live.len()),
+            );
+            if live.len() > PRINCIPAL_LIMIT as usize {
+                *world.verdict.borrow_mut() = Some(format!(
+                    "principal limit: {principal} has {} sessions, limit {PRINCIPAL_LIMIT}",
+                    live.len()
+                ));
+            }
+        }
+    }
+    if let Some(v) = check_events(&world, &p, &client).await {
+        *world.verdict.borrow_mut() = Some(v);
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut by_index: BTreeMap<(u32, Option<u64>), BTreeSet<u64>> = BTreeMap::new();
     for (addr, status) in client.status().await {
@@ -511,6 +629,63 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
         ));
     }
     Ok(())
+}
+
+/// Every group's event stream is in log order, and every acknowledged create is in it (unless
+/// compacted away).
+async fn check_events(world: &World, p: &Params, client: &Client) -> Option<String> {
+    for g in 0..p.groups {
+        let mut next = 0;
+        let mut last = 0;
+        let mut created = BTreeSet::new();
+        let mut first_seen = None;
+        loop {
+            let (events, resume) = match client.watch_once(GroupId(g), next).await {
+                Ok(batch) => batch,
+                Err(Error::Compacted { first_available }) => {
+                    next = first_available;
+                    continue;
+                }
+                Err(e) => {
+                    return Some(format!("liveness: watching g{g} failed after healing: {e}"))
+                }
+            };
+            if events.is_empty() {
+                break;
+            }
+            for e in &events {
+                if e.index < last {
+                    return Some(format!(
+                        "events out of order in g{g}: {} after {last}",
+                        e.index
+                    ));
+                }
+                last = e.index;
+                first_seen.get_or_insert(e.index);
+                if let steadfast::state::EventKind::Created(id) = e.kind {
+                    created.insert(id);
+                }
+            }
+            next = resume;
+        }
+        let first = first_seen.unwrap_or(u64::MAX);
+        for op in world.history.borrow().iter() {
+            if let (OpKind::Create { .. }, Outcome::Ok { version, .. }) = (&op.kind, &op.outcome) {
+                let id = p.keys[op.key as usize];
+                if op.group == g && *version >= first && !created.contains(&id) {
+                    return Some(format!(
+                        "event stream of g{g} lacks the acknowledged create of key {} at {version}",
+                        op.key
+                    ));
+                }
+            }
+        }
+        world.trace.event(
+            now_ms(),
+            format!("events g{g}: {} creates, last index {last}", created.len()),
+        );
+    }
+    None
 }
 
 fn check_history(world: &World, p: &Params) -> Option<String> {

@@ -43,9 +43,11 @@
 //!   written again; that request's write fails with [`SessionError::Gone`] (a `409`), and the
 //!   cookie is cleared.
 //! - **Idle timeout and absolute deadline** are enforced by the cluster on its replicated clock.
-//!   A request that only reads extends the idle deadline with a background `touch` once a quarter
-//!   of the idle timeout has passed since the last access (so reads don't each cost a write).
-//! - **Rotation** at login ([`Session::rotate_id`]); hooks for principals ("log out everywhere").
+//!   A request that only reads extends the idle deadline too: the cluster counts every read as
+//!   an access (leaders batch these touches), so no extra write is needed.
+//! - **Rotation and login** ([`Session::rotate_id`], [`Session::login`]): a new id, atomically,
+//!   the old one dead; with a principal, "log out everywhere"
+//!   ([`SteadfastSessionLayer::invalidate_principal`]).
 //! - An optional **near cache** ([`SteadfastSessionLayer::near_cache`]), see [`NearCache`].
 
 use std::collections::BTreeMap;
@@ -75,9 +77,6 @@ use crate::state::SessionView;
 
 /// Rounds of compare-and-set before giving up on a session that keeps changing.
 const CONFLICT_ROUNDS_MAX: usize = 32;
-
-/// The attribute the principal hook stores the principal's name in.
-pub const PRINCIPAL_ATTRIBUTE: &str = "steadfast.principal";
 
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,8 +157,6 @@ pub struct SessionStats {
     pub conflicts_retried: u64,
     /// Same-attribute conflicts reported to the handler or as a 409.
     pub conflicts_surfaced: u64,
-    /// Background touches of read-only sessions.
-    pub touches: u64,
     /// Sessions deleted.
     pub deletes: u64,
     /// Id rotations.
@@ -177,7 +174,6 @@ struct Counters {
     writes: AtomicU64,
     conflicts_retried: AtomicU64,
     conflicts_surfaced: AtomicU64,
-    touches: AtomicU64,
     deletes: AtomicU64,
     rotations: AtomicU64,
     cache_hits: AtomicU64,
@@ -299,9 +295,6 @@ pub enum SessionError {
     /// Any other store error.
     #[error("session store: {0}")]
     Store(Error),
-    /// The feature needs an API the client does not have yet.
-    #[error("not supported yet: {0}")]
-    Unsupported(&'static str),
     /// The handler extracted a `Session` without the layer installed.
     #[error("SteadfastSessionLayer is not installed on this route")]
     MissingLayer,
@@ -312,6 +305,7 @@ impl SessionError {
     pub fn status(&self) -> StatusCode {
         match self {
             SessionError::Conflict { .. } | SessionError::Gone => StatusCode::CONFLICT,
+            SessionError::Store(Error::LimitReached(_)) => StatusCode::FORBIDDEN,
             SessionError::Unknown
             | SessionError::Store(Error::Unavailable(_) | Error::Timeout | Error::Io(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -469,7 +463,6 @@ impl SteadfastSessionLayer {
             writes: get(&c.writes),
             conflicts_retried: get(&c.conflicts_retried),
             conflicts_surfaced: get(&c.conflicts_surfaced),
-            touches: get(&c.touches),
             deletes: get(&c.deletes),
             rotations: get(&c.rotations),
             cache_hits: get(&c.cache_hits),
@@ -482,17 +475,23 @@ impl SteadfastSessionLayer {
         self.shared.delete(id).await
     }
 
-    /// "Log out everywhere": ends every session of `principal`.
-    ///
-    /// HOOK(principal): needs the principal index the cluster is getting (sessions tagged by
-    /// [`Session::set_principal`] are stored with [`PRINCIPAL_ATTRIBUTE`]); wire it to
-    /// `Client::invalidate_principal` once that exists. Until then this returns
-    /// [`SessionError::Unsupported`] rather than pretending.
+    /// "Log out everywhere": ends every session of `principal` (tagged by [`Session::login`]);
+    /// returns how many ended. Requests still running on them get [`SessionError::Gone`].
     pub async fn invalidate_principal(&self, principal: &str) -> Result<u64, SessionError> {
-        let _ = principal;
-        Err(SessionError::Unsupported(
-            "log out everywhere needs the cluster's principal index (Client::invalidate_principal)",
-        ))
+        self.shared
+            .client
+            .invalidate_principal(principal)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The live sessions of `principal` (for a "your devices" page).
+    pub async fn sessions_of(&self, principal: &str) -> Result<Vec<SessionId>, SessionError> {
+        self.shared
+            .client
+            .sessions_of(principal)
+            .await
+            .map_err(store_error)
     }
 }
 
@@ -668,12 +667,6 @@ struct Loaded {
     id: SessionId,
     version: u64,
     attributes: Arc<Attributes>,
-    accessed_ms: u64,
-    idle_timeout_ms: u64,
-    deadline_ms: Option<u64>,
-    server_time_ms: u64,
-    /// Read from the cluster in this request (as opposed to created or rotated here).
-    read: bool,
 }
 
 impl Loaded {
@@ -682,11 +675,6 @@ impl Loaded {
             id: v.id,
             version: v.version,
             attributes: Arc::new(v.attributes),
-            accessed_ms: v.accessed_ms,
-            idle_timeout_ms: v.idle_timeout_ms,
-            deadline_ms: v.deadline_ms,
-            server_time_ms: v.server_time_ms,
-            read: true,
         }
     }
 }
@@ -729,7 +717,6 @@ struct State {
     phase: Phase,
     pending: BTreeMap<String, Change>,
     cookie: CookieAction,
-    wrote: bool,
 }
 
 impl State {
@@ -782,11 +769,8 @@ impl State {
         if let Phase::Live(l) = &mut self.phase {
             l.version = written.version;
             l.attributes = Arc::new(attributes);
-            l.accessed_ms = written.server_time_ms;
-            l.server_time_ms = written.server_time_ms;
         }
         self.pending.clear();
-        self.wrote = true;
     }
 
     /// The session ended under this request.
@@ -898,7 +882,6 @@ impl Session {
                 phase: Phase::NotLoaded,
                 pending: BTreeMap::new(),
                 cookie: CookieAction::Keep,
-                wrote: false,
             })),
         }
     }
@@ -1097,111 +1080,64 @@ impl Session {
 
     /// Gives the session a new id, keeping its data (call it at login, against session
     /// fixation). The old id is dead afterwards: a request still holding it finds no session,
-    /// and its writes fail with [`SessionError::Gone`]. A session not stored yet gets a fresh id
-    /// at its first write anyway, so this is then a no-op.
+    /// and its writes fail with [`SessionError::Gone`]. Pending changes are written first. A
+    /// session not stored yet gets a fresh id at its first write anyway, so this is then a no-op.
     ///
-    /// HOOK(rotation): built on the public client API as copy-then-conditional-delete: create
-    /// the new id with the data of version `v`, delete the old id only if it is still at `v`
-    /// (else copy the newer data and try again), so no acknowledged write to the old id is
-    /// lost. Replace the body with `Client::rotate` (one atomic command) once it exists; a
-    /// process crash between the two steps leaves an unreferenced copy that expires by itself.
+    /// One atomic `Client::rotate` (within a group; across groups the old id dies first, so two
+    /// live copies never exist).
     pub async fn rotate_id(&self) -> Result<(), SessionError> {
+        self.rotate(None).await
+    }
+
+    /// Logs `principal` in: rotates the session to a fresh id in the principal's home group and
+    /// tags it with the principal, atomically (`Client::login`), so
+    /// [`SteadfastSessionLayer::invalidate_principal`] ("log out everywhere") and
+    /// [`SteadfastSessionLayer::sessions_of`] find it. The per-principal session limit of the
+    /// client's namespace applies (a refusal is `SessionError::Store(Error::LimitReached)`, a
+    /// 403). Creates the session if none is stored yet.
+    pub async fn login(&self, principal: &str) -> Result<(), SessionError> {
+        self.rotate(Some(principal)).await
+    }
+
+    async fn rotate(&self, principal: Option<&str>) -> Result<(), SessionError> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
         self.flush(&mut st).await?;
-        let Phase::Live(old) = &st.phase else {
-            return Ok(());
-        };
-        let mut old = old.clone();
         let client = &self.shared.client;
-        let lifetime = old
-            .deadline_ms
-            .map(|d| Duration::from_millis(d.saturating_sub(old.server_time_ms).max(1)));
-        let options = create_options(
-            Some(Duration::from_millis(old.idle_timeout_ms.max(1))),
-            lifetime,
-        );
-        let (new_id, mut written) = client
-            .create((*old.attributes).clone(), options)
-            .await
-            .map_err(store_error)?;
-        let mut copied = old.attributes.clone();
-        for _ in 0..CONFLICT_ROUNDS_MAX {
-            match client.delete(old.id, Some(old.version)).await {
-                Ok(_) => {
-                    self.shared.cache_forget(old.id);
-                    bump(&self.shared.counters.rotations);
-                    let fresh = Loaded {
-                        id: new_id,
-                        version: written.version,
-                        attributes: copied,
-                        accessed_ms: written.server_time_ms,
-                        idle_timeout_ms: old.idle_timeout_ms,
-                        deadline_ms: old.deadline_ms,
-                        server_time_ms: written.server_time_ms,
-                        read: false,
-                    };
-                    self.shared.cache_put(&fresh);
-                    st.phase = Phase::Live(fresh);
-                    st.cookie = CookieAction::Set;
-                    st.wrote = true;
-                    return Ok(());
-                }
-                Err(Error::Conflict { .. }) => {
-                    let Some(now) = self.shared.read(old.id).await? else {
-                        self.abandon(new_id);
-                        st.gone();
-                        return Err(SessionError::Gone);
-                    };
-                    let mut update = Update::default();
-                    for (k, v) in now.attributes.iter() {
-                        if copied.get(k) != Some(v) {
-                            update.set.insert(k.clone(), v.clone());
-                        }
-                    }
-                    for k in copied.keys() {
-                        if !now.attributes.contains_key(k) {
-                            update.remove.insert(k.clone());
-                        }
-                    }
-                    written = match client.update(new_id, update).await {
-                        Ok(w) => w,
-                        Err(e) => {
-                            self.abandon(new_id);
-                            return Err(store_error(e));
-                        }
-                    };
-                    copied = now.attributes.clone();
-                    old = now;
-                }
-                Err(e) => {
-                    self.abandon(new_id);
-                    return Err(self.failed(&mut st, e));
+        let new_id = match (&st.phase, principal) {
+            (Phase::Live(old), principal) => {
+                let old_id = old.id;
+                let rotated = match principal {
+                    Some(p) => client.login(old_id, p).await,
+                    None => client.rotate(old_id).await,
+                };
+                self.shared.cache_forget(old_id);
+                match rotated {
+                    Ok((new_id, _)) => new_id,
+                    Err(e) => return Err(self.failed(&mut st, e)),
                 }
             }
-        }
-        self.abandon(new_id);
-        Err(SessionError::Store(Error::Unavailable(
-            "the session kept changing during rotation".into(),
-        )))
-    }
-
-    /// Tags the session with the principal (user) it belongs to.
-    ///
-    /// HOOK(principal): stored as the attribute [`PRINCIPAL_ATTRIBUTE`] so the cluster's
-    /// principal index (being added) can find it for "log out everywhere"; once
-    /// `Client::set_principal` exists, call it here instead.
-    pub async fn set_principal(&self, principal: &str) -> Result<(), SessionError> {
-        self.overwrite(PRINCIPAL_ATTRIBUTE, principal).await
-    }
-
-    fn abandon(&self, id: SessionId) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = shared.delete(id).await {
-                tracing::warn!(%id, error = %e, "could not delete an abandoned rotation copy");
+            (_, None) => return Ok(()),
+            (_, Some(p)) => {
+                let mut options = self.shared.create_options();
+                options.principal = Some(p.to_string());
+                let (id, _) = client
+                    .create(Attributes::new(), options)
+                    .await
+                    .map_err(store_error)?;
+                bump(&self.shared.counters.creates);
+                id
             }
-        });
+        };
+        bump(&self.shared.counters.rotations);
+        // Re-read: the rotation carried along whatever other requests wrote before it.
+        let Some(fresh) = self.shared.read(new_id).await? else {
+            st.gone();
+            return Err(SessionError::Gone);
+        };
+        st.phase = Phase::Live(fresh);
+        st.cookie = CookieAction::Set;
+        Ok(())
     }
 
     /// Maps a write error, noting a session that ended under this request.
@@ -1260,23 +1196,15 @@ impl Session {
                 .await
                 .map_err(store_error)?;
             bump(&self.shared.counters.creates);
-            let c = &self.shared.config;
+
             let loaded = Loaded {
                 id,
                 version: written.version,
                 attributes: Arc::new(attributes),
-                accessed_ms: written.server_time_ms,
-                idle_timeout_ms: c.idle_timeout.as_millis() as u64,
-                deadline_ms: c
-                    .absolute_timeout
-                    .map(|d| written.server_time_ms + d.as_millis() as u64),
-                server_time_ms: written.server_time_ms,
-                read: false,
             };
             self.shared.cache_put(&loaded);
             st.phase = Phase::Live(loaded);
             st.cookie = CookieAction::Set;
-            st.wrote = true;
             return Ok(());
         }
         for _ in 0..CONFLICT_ROUNDS_MAX {
@@ -1306,7 +1234,7 @@ impl Session {
         )))
     }
 
-    /// End of the request: deferred write, background touch, cookie.
+    /// End of the request: deferred write, cookie.
     async fn finish(&self, mut response: Response<Body>) -> Response<Body> {
         let mut st = self.state.lock().await;
         if response.status().is_server_error() {
@@ -1317,30 +1245,8 @@ impl Session {
         } else if let Err(e) = self.flush(&mut st).await {
             response = e.into_response();
         }
-        self.maybe_touch(&st);
         self.cookie_headers(&st, response.headers_mut());
         response
-    }
-
-    /// A read-only request still counts as activity: extend the idle deadline in the
-    /// background once a quarter of the idle timeout has passed since the last access.
-    fn maybe_touch(&self, st: &State) {
-        let Phase::Live(l) = &st.phase else { return };
-        if st.wrote || !l.read {
-            return;
-        }
-        let idle_for = l.server_time_ms.saturating_sub(l.accessed_ms);
-        if idle_for.saturating_mul(4) < l.idle_timeout_ms {
-            return;
-        }
-        bump(&self.shared.counters.touches);
-        let (client, id) = (self.shared.client.clone(), l.id);
-        tokio::spawn(async move {
-            match client.touch(id).await {
-                Ok(_) | Err(Error::NotFound) => {}
-                Err(e) => tracing::debug!(%id, error = %e, "touch failed"),
-            }
-        });
     }
 
     fn cookie_headers(&self, st: &State, headers: &mut HeaderMap) {

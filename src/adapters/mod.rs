@@ -52,10 +52,6 @@ pub(crate) fn millis_at_least_one(d: std::time::Duration) -> std::time::Duration
 /// Create options with `idle_timeout` and `lifetime`, everything else default (written so that
 /// fields the client gains later keep their defaults here).
 #[cfg(any(feature = "tower-sessions", feature = "actix", feature = "axum"))]
-#[allow(
-    clippy::needless_update,
-    reason = "CreateOptions is gaining fields (principal, namespace); keep their defaults"
-)]
 pub(crate) fn create_options(
     idle_timeout: Option<std::time::Duration>,
     lifetime: Option<std::time::Duration>,
