@@ -364,11 +364,13 @@ impl CommandRun {
         }
         if let Some(origin) = request.origin {
             match self.answered.get(&origin) {
-                // The state machine forgets a result only once it is at or behind the horizon
-                // (`clock - retention`, saturating: a result remembered at time 0 is forgotten at
-                // once), and the horizon only moves forward.
+                // The state machine keeps a result while `remembered_at + retention > clock`,
+                // and the clock only moves forward.
                 Some(first)
-                    if first.server_time_ms > clock.saturating_sub(limits::DEDUP_RETENTION_MS) =>
+                    if first
+                        .server_time_ms
+                        .saturating_add(limits::DEDUP_RETENTION_MS)
+                        > clock =>
                 {
                     assert_eq!(&response, first, "a retry gets the first result");
                 }

@@ -266,6 +266,7 @@ impl SessionState {
         };
         if let Some(origin) = request.origin {
             if let Some(previous) = self.dedup.get(&origin) {
+                self.applying = 0;
                 return previous.clone();
             }
         }

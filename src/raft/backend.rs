@@ -194,6 +194,9 @@ impl Backend for MemBackend {
     }
 }
 
+/// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
+const OPEN_LOCK_RETRIES: u32 = 100;
+
 /// sled-backed storage: one `sled::Db` for all groups so one sync commits every group's appends.
 #[derive(Clone)]
 pub struct SledBackend {
@@ -209,11 +212,24 @@ impl SledBackend {
     /// Opens (or creates) the node's storage under `dir`.
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("sled"))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(sled_io)?;
+        // sled releases its file lock from a background thread after the last handle drops, so
+        // an in-process reopen (embedded restarts, tests) can briefly see the lock held.
+        let mut attempts = 0;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir.join("sled"))
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Err(sled::Error::Io(e))
+                    if e.kind() == io::ErrorKind::WouldBlock && attempts < OPEN_LOCK_RETRIES =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(sled_io)?,
+            }
+        };
         let data_file = Arc::new(File::open(dir.join("sled").join("db"))?);
         Ok(SledBackend {
             db,

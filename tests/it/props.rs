@@ -481,8 +481,9 @@ impl Model {
         if let Some(origin) = origin {
             self.dedup.insert(origin, (self.clock, response.clone()));
         }
-        let horizon = self.clock.saturating_sub(limits::DEDUP_RETENTION_MS);
-        self.dedup.retain(|_, (at, _)| *at > horizon);
+        let clock = self.clock;
+        self.dedup
+            .retain(|_, (at, _)| at.saturating_add(limits::DEDUP_RETENTION_MS) > clock);
         response
     }
 
@@ -572,8 +573,8 @@ impl Model {
                 for id in &due {
                     self.kill(*id);
                 }
-                let horizon = now.saturating_sub(limits::TOMBSTONE_RETENTION_MS);
-                self.tombstones.retain(|_, died| *died > horizon);
+                self.tombstones
+                    .retain(|_, died| died.saturating_add(limits::TOMBSTONE_RETENTION_MS) > now);
                 Outcome::Purged {
                     sessions: due.len() as u64,
                 }
