@@ -108,6 +108,9 @@ struct UpArgs {
     /// Number of Raft groups.
     #[arg(long, default_value_t = 8)]
     groups: u32,
+    /// Stop the cluster when a node dies instead of restarting it after 3 s.
+    #[arg(long)]
+    no_restart: bool,
 }
 
 #[derive(Args, Debug)]
@@ -423,12 +426,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect();
     let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut supervisors = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let node_dir = dir.join(format!("node{}", i + 1));
         std::fs::create_dir_all(&node_dir)?;
-        let log = std::fs::File::create(node_dir.join("node.log"))?;
-        let child = tokio::process::Command::new(&exe)
+        let mut command = tokio::process::Command::new(&exe);
+        command
             .arg("serve")
             .args(["--id", &(i + 1).to_string(), "--listen", addr])
             .arg("--data-dir")
@@ -439,12 +443,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 "--groups",
                 &args.groups.to_string(),
             ])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting a node")?;
-        children.push(child);
+            .kill_on_drop(true);
+        let spec = NodeProcess {
+            number: i + 1,
+            command,
+            log: node_dir.join("node.log"),
+            restart: !args.no_restart,
+        };
+        supervisors.push(tokio::spawn(supervise(spec, stop_rx.clone())));
     }
     let client = wait_ready(&addrs).await?;
     println!(
@@ -473,20 +479,54 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "node logs: {}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)",
         dir.display()
     );
-    let mut exits = Vec::new();
-    for c in children.iter_mut() {
-        exits.push(c.wait());
-    }
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        r = futures_util::future::select_all(exits.into_iter().map(Box::pin)) => {
-            bail!("a node exited: {:?}; see its node.log", r.0);
-        }
-    }
-    for c in children.iter_mut() {
-        let _ = c.start_kill();
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for s in supervisors {
+        s.await??;
     }
     Ok(())
+}
+
+/// One node of `up`, and how to (re)start it.
+struct NodeProcess {
+    number: usize,
+    command: tokio::process::Command,
+    log: std::path::PathBuf,
+    restart: bool,
+}
+
+/// Runs a node; if it dies (say, `kill -9` in a demo), reports it and restarts it on the same
+/// data after a pause, until `stop` flips.
+async fn supervise(
+    mut node: NodeProcess,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        node.command.stdout(log.try_clone()?).stderr(log);
+        let mut child = node.command.spawn().context("starting a node")?;
+        tokio::select! {
+            _ = stop.changed() => {
+                child.start_kill()?;
+                child.wait().await?;
+                return Ok(());
+            }
+            status = child.wait() => {
+                let status = status?;
+                if !node.restart {
+                    bail!("node {} exited ({status}); see {}", node.number, node.log.display());
+                }
+                eprintln!("steadfast up: node {} exited ({status}); restarting it in 3 s", node.number);
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+    }
 }
 
 async fn wait_ready(addrs: &[String]) -> anyhow::Result<Client> {
