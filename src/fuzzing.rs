@@ -133,8 +133,31 @@ pub fn config_parse(data: &[u8]) {
     }
 }
 
-/// The textual session id (cookies, CLI arguments).
+/// The axum layer's cookie parsing: whatever the `Cookie` header holds, it finds at most one
+/// session id, and only one that prints back to a 32-hex value present in the header.
+#[cfg(feature = "axum")]
+fn cookie_header(data: &[u8]) {
+    use axum::http::{header, HeaderMap, HeaderValue};
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.append(header::COOKIE, value);
+    if let Some(id) = crate::adapters::axum_layer::cookie_session_id(&headers, "sid") {
+        let text = String::from_utf8_lossy(data).to_ascii_lowercase();
+        assert!(
+            text.contains(&id.to_string()),
+            "a parsed id comes from the header"
+        );
+    }
+}
+
+#[cfg(not(feature = "axum"))]
+fn cookie_header(_: &[u8]) {}
+
+/// The textual session id (cookies, CLI arguments), and the cookie header it arrives in.
 pub fn session_id_parse(data: &[u8]) {
+    cookie_header(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -594,8 +594,9 @@ impl Shared {
     }
 }
 
-/// The session id in the request's cookies, if any parses.
-fn cookie_session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+/// The session id in the request's cookies, if any parses. Untrusted input: fuzzed by the
+/// `session_id_parse` target.
+pub fn cookie_session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
     headers
         .get_all(header::COOKIE)
         .iter()
