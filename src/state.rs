@@ -416,16 +416,10 @@ impl SessionState {
                 expected_version,
                 idle_timeout_ms,
             } => {
-                let Some(session) = self.sessions.get(id) else {
-                    return Outcome::NotFound;
+                let session = match self.guard(id, *expected_version) {
+                    Ok(session) => session,
+                    Err(refusal) => return refusal,
                 };
-                if let Some(expected) = expected_version {
-                    if *expected != session.version {
-                        return Outcome::Conflict {
-                            current_version: session.version,
-                        };
-                    }
-                }
                 let mut attributes = session.attributes.clone();
                 for name in remove {
                     attributes.remove(name);
@@ -459,15 +453,8 @@ impl SessionState {
                 id,
                 expected_version,
             } => {
-                let Some(session) = self.sessions.get(id) else {
-                    return Outcome::NotFound;
-                };
-                if let Some(expected) = expected_version {
-                    if *expected != session.version {
-                        return Outcome::Conflict {
-                            current_version: session.version,
-                        };
-                    }
+                if let Err(refusal) = self.guard(id, *expected_version) {
+                    return refusal;
                 }
                 self.kill(id);
                 self.emit(EventKind::Deleted(*id));
@@ -476,6 +463,17 @@ impl SessionState {
             Command::Expire => Outcome::Purged {
                 sessions: self.purge_expired(),
             },
+        }
+    }
+
+    /// The live session `id`, if it exists and (for a compare-and-set) is at `expected`.
+    fn guard(&self, id: &SessionId, expected: Option<u64>) -> Result<&Session, Outcome> {
+        let session = self.sessions.get(id).ok_or(Outcome::NotFound)?;
+        match expected {
+            Some(v) if v != session.version => Err(Outcome::Conflict {
+                current_version: session.version,
+            }),
+            _ => Ok(session),
         }
     }
 
