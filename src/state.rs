@@ -391,12 +391,14 @@ impl SessionState {
             Command::TouchBatch { reads } => {
                 let mut touched = Vec::new();
                 for (id, read_at) in reads {
-                    // A session alive when it was read is extended even if its deadline has
-                    // passed since: reading it is using it.
+                    // Only a session still alive now is extended. Extending one whose deadline
+                    // passed after the read would resurrect it: another read may already have
+                    // reported it expired (found by the simulation, seed 194).
+                    let clock = self.clock_ms;
                     let alive = self
                         .sessions
                         .get(id)
-                        .is_some_and(|s| *read_at < s.expires_at_ms());
+                        .is_some_and(|s| s.expires_at_ms() > clock);
                     if alive {
                         let at = *read_at;
                         self.modify(id, |s| s.accessed_ms = s.accessed_ms.max(at));
@@ -922,22 +924,38 @@ mod tests {
     fn a_session_read_before_its_deadline_survives_the_purge() {
         let mut s = SessionState::default();
         s.apply(1, &req(1_000, create(1, 100)));
-        // Read at 1_090 (alive); the batch lands after the deadline (1_100).
-        let batch = Command::TouchBatch {
-            reads: vec![(id(1), 1_090)],
-        };
-        s.apply(2, &req(1_150, batch));
-        s.apply(3, &req(1_160, Command::Expire));
-        assert!(s.get(&id(1)).is_some(), "extended to 1_190 by the read");
-        let late = Command::TouchBatch {
-            reads: vec![(id(1), 1_195)],
-        };
-        s.apply(4, &req(1_200, late));
-        s.apply(5, &req(1_200, Command::Expire));
-        assert!(
-            s.get(&id(1)).is_none(),
-            "a read after the deadline does not resurrect it"
+        // Read at 1_060, the batch lands at 1_090, before the deadline (1_100).
+        s.apply(
+            2,
+            &req(
+                1_090,
+                Command::TouchBatch {
+                    reads: vec![(id(1), 1_060)],
+                },
+            ),
         );
+        s.apply(3, &req(1_150, Command::Expire));
+        assert!(s.get(&id(1)).is_some(), "extended to 1_160 by the read");
+    }
+
+    /// Regression (simulation seed 194): a read saw the session alive, a later read saw it
+    /// expired, and then the first read's batched touch brought it back.
+    #[test]
+    fn a_late_touch_batch_never_resurrects_an_expired_session() {
+        let mut s = SessionState::default();
+        s.apply(1, &req(1_000, create(1, 100)));
+        s.apply(2, &req(1_120, Command::Touch { id: id(7) }));
+        assert!(s.get(&id(1)).is_none(), "a reader sees it expired at 1_120");
+        s.apply(
+            3,
+            &req(
+                1_130,
+                Command::TouchBatch {
+                    reads: vec![(id(1), 1_090)],
+                },
+            ),
+        );
+        assert!(s.get(&id(1)).is_none(), "and it stays dead");
     }
 
     #[test]
