@@ -262,6 +262,7 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         next_at: Duration::from_secs(2),
         vote_trap: false,
         reboot: None,
+        trap_partner: None,
         leaders: BTreeMap::new(),
     };
     let failure = drive(
@@ -717,6 +718,9 @@ struct Injector {
     vote_trap: bool,
     /// A trapped node to restart, and when.
     reboot: Option<(usize, Duration)>,
+    /// The isolated old leader of a `CrashAfterVote` fault: the only node the trapped voter
+    /// may talk to after its restart, so it campaigns again in the term whose vote it lost.
+    trap_partner: Option<usize>,
     /// Election safety: the leader seen for each (group, term).
     leaders: BTreeMap<(u32, u64), usize>,
 }
@@ -824,6 +828,14 @@ fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injecto
             inj.down.remove(&n);
             world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
             sim.bounce(node_name(n));
+            // It comes back knowing only its last durable vote; let it reach nobody but the old
+            // leader, so a forgotten vote shows up as a second leader in the same term.
+            if let Some(partner) = inj.trap_partner {
+                for m in (0..inj.disks.len()).filter(|m| *m != n && *m != partner) {
+                    sim.partition(node_name(n), node_name(m));
+                }
+                sim.repair(node_name(n), node_name(partner));
+            }
             world
                 .trace
                 .event(now.as_millis(), format!("trap: {} restarted", node_name(n)));
@@ -832,8 +844,19 @@ fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injecto
     if !inj.vote_trap {
         return;
     }
-    let caught = (0..inj.disks.len())
-        .find(|n| !inj.down.contains(n) && inj.disks[*n].pending_meta(MetaKey::Vote));
+    let partner = inj.trap_partner;
+    // A vote granted to another node (losing one's own candidacy vote is harmless).
+    let granted = |n: usize| {
+        inj.disks[n]
+            .pending_meta_values(MetaKey::Vote)
+            .iter()
+            .any(|bytes| {
+                steadfast::codec::decode::<steadfast::raft::typ::Vote>(bytes, 4096)
+                    .is_ok_and(|v| v.leader_id().voted_for.is_some_and(|c| c != n as u64 + 1))
+            })
+    };
+    let caught =
+        (0..inj.disks.len()).find(|n| !inj.down.contains(n) && Some(*n) != partner && granted(*n));
     if let Some(n) = caught {
         inj.vote_trap = false;
         inj.down.insert(n);
@@ -939,6 +962,7 @@ fn inject(
             let others: Vec<usize> = (0..p.nodes).filter(|n| *n != top).collect();
             cut = pairs_across(&[top], &others);
             inj.vote_trap = true;
+            inj.trap_partner = Some(top);
             detail = format!("{} isolated; trap armed", node_name(top));
         }
     }
@@ -970,6 +994,7 @@ fn inject(
     *inj.counts.entry(class).or_default() += 1;
     let hold_ms = match class {
         FaultClass::Pause => inj.rng.gen_range(700..3000),
+        FaultClass::CrashAfterVote => inj.rng.gen_range(3000..6000),
         _ => inj.rng.gen_range(500..6000),
     };
     world.trace.event(
@@ -1003,6 +1028,7 @@ fn heal(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Param
     }
     inj.vote_trap = false;
     inj.reboot = None;
+    inj.trap_partner = None;
     for n in std::mem::take(&mut inj.down) {
         world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
         sim.bounce(node_name(n));

@@ -132,6 +132,18 @@ impl MemBackend {
             .any(|(_, op)| matches!(op, WriteOp::Meta(k, _) if *k == key))
     }
 
+    /// The unsynced writes of `key`, oldest first (the simulation inspects pending votes).
+    pub fn pending_meta_values(&self, key: MetaKey) -> Vec<Vec<u8>> {
+        let disk = self.disk.lock().expect("mem disk lock");
+        disk.pending
+            .iter()
+            .filter_map(|(_, op)| match op {
+                WriteOp::Meta(k, v) if *k == key => Some(v.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many syncs have run.
     pub fn sync_count(&self) -> u64 {
         self.disk.lock().expect("mem disk lock").syncs

@@ -170,6 +170,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(s) => Some(*s),
+            Bound::Excluded(s) => s.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => e.checked_add(1),
+            Bound::Excluded(e) => Some(*e),
+            Bound::Unbounded => None,
+        };
+        // A reversed range would panic inside BTreeMap; refuse it with a typed error instead.
+        if let (Some(s), Some(e)) = (start, end) {
+            if s > e {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("log range {range:?} is reversed"),
+                );
+                return Err(read_err(e));
+            }
+        }
         Ok(self
             .lock()
             .entries
