@@ -400,7 +400,9 @@ impl SessionState {
                         .get(id)
                         .is_some_and(|s| s.expires_at_ms() > clock);
                     if alive {
-                        let at = *read_at;
+                        // A read cannot happen after now (regression: a fuzzed batch from the
+                        // future moved `accessed_ms` past the replicated clock).
+                        let at = (*read_at).min(clock);
                         self.modify(id, |s| s.accessed_ms = s.accessed_ms.max(at));
                         touched.push(*id);
                     }
