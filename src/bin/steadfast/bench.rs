@@ -15,14 +15,8 @@ use steadfast::{Client, SessionId};
 /// Load-test settings.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Cluster endpoints, comma separated.
-    #[arg(
-        long,
-        env = "STEADFAST_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    endpoints: crate::Endpoints,
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -59,7 +53,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.clients > 0 && args.sessions > 0,
         "--clients and --sessions must be positive"
     );
-    let client = Client::connect(ClientConfig::new(args.endpoints.clone()))
+    let client = Client::connect(ClientConfig::new(args.endpoints.list.clone()))
         .await
         .context("connecting")?;
     let mut ids = Vec::with_capacity(args.sessions);

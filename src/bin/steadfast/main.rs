@@ -113,16 +113,23 @@ struct UpArgs {
     no_restart: bool,
 }
 
+/// Where a running cluster is: shared by `ctl` and `bench`.
 #[derive(Args, Debug)]
-struct CtlArgs {
+pub struct Endpoints {
     /// Cluster endpoints, comma separated.
     #[arg(
-        long,
+        long = "endpoints",
         env = "STEADFAST_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
     )]
-    endpoints: Vec<String>,
+    pub list: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct CtlArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
     /// Overall deadline per command, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -563,7 +570,7 @@ fn parse_attrs(items: &[String]) -> anyhow::Result<Attributes> {
 }
 
 async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new(args.endpoints);
+    let mut config = ClientConfig::new(args.endpoints.list);
     config.request_timeout = Duration::from_millis(args.timeout_ms);
     let client = Client::connect(config).await.context("connecting")?;
     match args.command {
