@@ -13,11 +13,12 @@ use rand::RngCore;
 
 use crate::command::{Attributes, Command, Origin, Outcome};
 use crate::error::{Error, Result};
-use crate::id::{principal_group, ClientId, GroupId, SessionId};
+use crate::id::{principal_group, ClientId, GroupId, NodeId, SessionId};
 use crate::state::{Event, SessionView};
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
 use crate::wire::{
-    ClientRequest, GroupStatus, ReadReply, RequestBody, ResponseBody, Topology, WireError,
+    ClientRequest, GroupStatus, MembershipReply, ReadReply, RequestBody, ResponseBody, Topology,
+    WireError,
 };
 
 /// Client settings.
@@ -264,6 +265,24 @@ impl Client {
             out.push((addr.clone(), r));
         }
         out
+    }
+
+    /// Makes `voters` the voters of `group` (node id and address; an empty address means the
+    /// one the cluster is configured with). New voters are caught up as learners first; voters
+    /// left out leave the group. Returns the committed membership. Safe to repeat: asking for
+    /// the current voters changes nothing, and a change cut short resumes.
+    pub async fn change_membership(
+        &self,
+        group: GroupId,
+        voters: &[(NodeId, String)],
+    ) -> Result<MembershipReply> {
+        let body = RequestBody::Client(ClientRequest::ChangeMembership {
+            voters: voters.to_vec(),
+        });
+        match self.call(group, body).await? {
+            ResponseBody::Membership(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sends one write with a fresh request id, retrying it (same id) until the deadline.
@@ -527,21 +546,22 @@ impl Client {
         }
     }
 
+    /// Where to look for `group`'s leader: its voters as the topology knew them, then every
+    /// other node (membership may have changed since; a node that is not a member answers
+    /// `NotLeader` with whatever leader it knows of).
     fn replica_addresses(&self, group: GroupId) -> Result<Vec<String>> {
         let t = &self.inner.topology;
         let members = t
             .placement
             .get(group.0 as usize)
             .ok_or(Error::Protocol(WireError::UnknownGroup(group.0)))?;
-        let addrs: Vec<String> = members
-            .iter()
-            .filter_map(|m| {
-                t.nodes
-                    .iter()
-                    .find(|(id, _)| id == m)
-                    .map(|(_, a)| a.clone())
-            })
-            .collect();
+        let address = |m: &NodeId| t.nodes.iter().find(|(id, _)| id == m).map(|(_, a)| a);
+        let mut addrs: Vec<String> = members.iter().filter_map(address).cloned().collect();
+        for (id, a) in &t.nodes {
+            if !members.contains(id) {
+                addrs.push(a.clone());
+            }
+        }
         if addrs.is_empty() {
             return Err(Error::Config(format!(
                 "group {group} has no known replicas"

@@ -32,6 +32,10 @@ pub const EVENTS_RETAINED: usize = 4096;
 pub const EVENTS_PER_WATCH_MAX: usize = 512;
 /// The most groups a cluster may have.
 pub const GROUPS_MAX: u32 = 1024;
+/// The most voters one group may have.
+pub const VOTERS_MAX: usize = 7;
+/// The longest node address accepted in a membership change.
+pub const ADDRESS_BYTES_MAX: usize = 256;
 /// The largest snapshot or backup image accepted from disk or the network.
 pub const SNAPSHOT_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 - 1;
 

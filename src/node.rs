@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -63,8 +63,12 @@ struct NodeInner {
     config: Arc<NodeConfig>,
     clock: SharedClock,
     groups: BTreeMap<GroupId, Arc<GroupHandle>>,
-    topology: Topology,
+    /// Configured peer addresses (leaders added later are found through their membership).
+    addresses: Arc<Addresses>,
 }
+
+/// Node id to address.
+type Addresses = BTreeMap<NodeId, String>;
 
 struct GroupHandle {
     raft: Raft,
@@ -99,14 +103,11 @@ impl Node {
         let raft_config = Arc::new(raft_config(&config)?);
         let addresses = config.addresses();
         let mut groups = BTreeMap::new();
-        let mut placement = Vec::new();
+        // Every node hosts every group: a group whose membership does not include this node
+        // just sits idle (no membership, no elections) until a membership change adds it.
         for g in 0..config.groups {
             let group = GroupId(g);
             let members = config.placement(group);
-            placement.push(members.clone());
-            if !members.contains(&id) {
-                continue;
-            }
             let log = LogStore::open(group, backend.clone(), flusher.clone())
                 .map_err(|e| Error::Raft(e.to_string()))?;
             let sm = StateMachineStore::open(group, backend.clone())
@@ -151,17 +152,12 @@ impl Node {
             };
             groups.insert(group, Arc::new(handle));
         }
-        let topology = Topology {
-            groups: config.groups,
-            nodes: addresses.into_iter().collect(),
-            placement,
-        };
         let inner = Arc::new(NodeInner {
             id,
             config: Arc::new(config),
             clock,
             groups,
-            topology,
+            addresses: Arc::new(addresses),
         });
         let server = tokio::spawn(transport::serve(
             listener,
@@ -226,7 +222,7 @@ impl Handler for NodeInner {
         if node_level {
             let reply = match body {
                 RequestBody::Client(ClientRequest::Status) => ResponseBody::Status(self.status()),
-                _ => ResponseBody::Topology(self.topology.clone()),
+                _ => ResponseBody::Topology(self.topology()),
             };
             return Box::pin(async move { reply });
         }
@@ -235,7 +231,7 @@ impl Handler for NodeInner {
         };
         let now_ms = self.clock.now_ms();
         let config = self.config.clone();
-        let addresses = self.topology.nodes.clone();
+        let addresses = self.addresses.clone();
         Box::pin(async move {
             match body {
                 RequestBody::Raft(r) => handle_raft(&handle, r).await,
@@ -271,6 +267,9 @@ impl Handler for NodeInner {
                 }) => {
                     let wait = Duration::from_millis(wait_ms).min(WATCH_WAIT_MAX);
                     watch(&handle, from_index, wait, now_ms, &addresses).await
+                }
+                RequestBody::Client(ClientRequest::ChangeMembership { voters }) => {
+                    change_membership(&handle, voters, &addresses).await
                 }
                 RequestBody::Client(_) => {
                     ResponseBody::Error(WireError::Invalid("unexpected request".into()))
@@ -356,30 +355,129 @@ async fn handle_raft(handle: &GroupHandle, request: RaftRequest) -> ResponseBody
     }
 }
 
-fn not_leader(leader: Option<NodeId>, addresses: &[(NodeId, String)]) -> WireError {
-    let leader = leader.and_then(|l| addresses.iter().find(|(id, _)| *id == l).cloned());
+fn not_leader(f: ForwardToLeader<NodeId, BasicNode>, addresses: &Addresses) -> WireError {
+    let leader = f.leader_id.and_then(|l| {
+        let addr = f
+            .leader_node
+            .map(|n| n.addr)
+            .or_else(|| addresses.get(&l).cloned())?;
+        Some((l, addr))
+    });
     WireError::NotLeader { leader }
 }
 
-async fn write(
-    handle: &GroupHandle,
-    request: Request,
-    addresses: &[(NodeId, String)],
-) -> ResponseBody {
+async fn write(handle: &GroupHandle, request: Request, addresses: &Addresses) -> ResponseBody {
     match handle.raft.client_write(request).await {
         Ok(r) => ResponseBody::Written(r.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            ResponseBody::Error(not_leader(f.leader_id, addresses))
+            ResponseBody::Error(not_leader(f, addresses))
         }
         Err(e) => ResponseBody::Error(WireError::Unavailable(e.to_string())),
     }
+}
+
+/// The longest one membership change may take, catching new voters up included. A change cut
+/// short is resumed by asking again (openraft converges from a joint configuration).
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes `voters` the group's voter set: new voters join as learners and are caught up first, then
+/// one joint-consensus change replaces the voters (openraft's two-step `change_membership`).
+async fn change_membership(
+    handle: &GroupHandle,
+    voters: Vec<(NodeId, String)>,
+    addresses: &Addresses,
+) -> ResponseBody {
+    if voters.is_empty() || voters.len() > limits::VOTERS_MAX {
+        return ResponseBody::Error(WireError::Invalid(format!(
+            "a group needs 1 to {} voters, not {}",
+            limits::VOTERS_MAX,
+            voters.len()
+        )));
+    }
+    let mut wanted = BTreeMap::new();
+    for (id, addr) in voters {
+        let known = addresses.get(&id).cloned().or_else(|| {
+            let m = handle.raft.metrics().borrow().membership_config.clone();
+            m.membership().get_node(&id).map(|n| n.addr.clone())
+        });
+        let addr = match (addr.is_empty(), known) {
+            (false, _) => addr,
+            (true, Some(known)) => known,
+            (true, None) => {
+                return ResponseBody::Error(WireError::Invalid(format!(
+                    "node {id} is not configured here: give its address"
+                )))
+            }
+        };
+        if addr.len() > limits::ADDRESS_BYTES_MAX {
+            return ResponseBody::Error(WireError::Invalid(format!(
+                "address of node {id} is longer than {} bytes",
+                limits::ADDRESS_BYTES_MAX
+            )));
+        }
+        if wanted.insert(id, addr).is_some() {
+            return ResponseBody::Error(WireError::Invalid(format!("node {id} named twice")));
+        }
+    }
+    let change = apply_membership(handle, wanted, addresses);
+    match tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, change).await {
+        Ok(Ok(reply)) => ResponseBody::Membership(reply),
+        Ok(Err(e)) => ResponseBody::Error(e),
+        Err(_) => ResponseBody::Error(WireError::Unavailable(
+            "membership change timed out (a new voter did not catch up); ask again to resume"
+                .into(),
+        )),
+    }
+}
+
+async fn apply_membership(
+    handle: &GroupHandle,
+    wanted: BTreeMap<NodeId, String>,
+    addresses: &Addresses,
+) -> Result<crate::wire::MembershipReply, WireError> {
+    let fail = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f, addresses),
+        other => WireError::Unavailable(other.to_string()),
+    };
+    let voters_now: std::collections::BTreeSet<NodeId> = handle
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    for (id, addr) in &wanted {
+        if !voters_now.contains(id) {
+            info!(node = id, %addr, "adding learner");
+            let node = BasicNode { addr: addr.clone() };
+            handle
+                .raft
+                .add_learner(*id, node, true)
+                .await
+                .map_err(fail)?;
+        }
+    }
+    let ids: std::collections::BTreeSet<NodeId> = wanted.keys().copied().collect();
+    info!(voters = ?ids, "changing voters");
+    let r = handle
+        .raft
+        .change_membership(ids, false)
+        .await
+        .map_err(fail)?;
+    let membership = r.membership.unwrap_or_default();
+    Ok(crate::wire::MembershipReply {
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+        log_index: Some(r.log_id.index),
+    })
 }
 
 /// Runs (or joins) a ReadIndex round; afterwards the local state is linearizable.
 async fn linearize(
     handle: &GroupHandle,
     now_ms: u64,
-    addresses: &[(NodeId, String)],
+    addresses: &Addresses,
 ) -> Result<u64, WireError> {
     if cfg!(feature = "broken-stale-reads") {
         // Deliberately wrong (simulation teeth only): serve whatever this replica has applied.
@@ -401,7 +499,7 @@ async fn read(
     handle: &GroupHandle,
     id: crate::id::SessionId,
     now_ms: u64,
-    addresses: &[(NodeId, String)],
+    addresses: &Addresses,
 ) -> ResponseBody {
     let read_index = match linearize(handle, now_ms, addresses).await {
         Ok(index) => index,
@@ -433,7 +531,7 @@ async fn watch(
     from_index: u64,
     wait: Duration,
     now_ms: u64,
-    addresses: &[(NodeId, String)],
+    addresses: &Addresses,
 ) -> ResponseBody {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -460,12 +558,10 @@ async fn watch(
 
 fn read_error(
     e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>,
-    addresses: &[(NodeId, String)],
+    addresses: &Addresses,
 ) -> WireError {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-            not_leader(f.leader_id, addresses)
-        }
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(f, addresses),
         other => WireError::Unavailable(other.to_string()),
     }
 }
@@ -572,6 +668,30 @@ async fn read_rounds(queue: Arc<Mutex<ReadQueue>>, round: ReadRound) {
 }
 
 impl NodeInner {
+    /// The cluster as this node sees it: each group's voters from its membership (configured
+    /// placement for groups this node has not seen yet), every node it knows an address of.
+    fn topology(&self) -> Topology {
+        let mut nodes = (*self.addresses).clone();
+        let mut placement = Vec::with_capacity(self.groups.len());
+        for (group, h) in &self.groups {
+            let m = h.raft.metrics().borrow().membership_config.clone();
+            let voters: Vec<NodeId> = m.membership().voter_ids().collect();
+            for (id, node) in m.membership().nodes() {
+                nodes.entry(*id).or_insert_with(|| node.addr.clone());
+            }
+            placement.push(if voters.is_empty() {
+                self.config.placement(*group)
+            } else {
+                voters
+            });
+        }
+        Topology {
+            groups: self.config.groups,
+            nodes: nodes.into_iter().collect(),
+            placement,
+        }
+    }
+
     fn status(&self) -> Vec<GroupStatus> {
         self.groups
             .iter()
@@ -587,6 +707,7 @@ impl NodeInner {
                     last_log_index: m.last_log_index,
                     applied_index: machine.last_applied.map(|l| l.index),
                     members: m.membership_config.membership().voter_ids().collect(),
+                    learners: m.membership_config.membership().learner_ids().collect(),
                     sessions: machine.state.len() as u64,
                     digest: machine.state.digest(),
                 }

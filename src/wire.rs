@@ -97,6 +97,13 @@ pub enum ClientRequest {
     Status,
     /// The cluster's groups, nodes and placement.
     Topology,
+    /// Makes `voters` the group's voters (send to the group's leader). New voters are added as
+    /// learners first and caught up; then one joint-consensus change replaces the voter set.
+    /// Idempotent: asking for the current voters changes nothing.
+    ChangeMembership {
+        /// The new voters with their addresses (an empty address means "as configured").
+        voters: Vec<(NodeId, String)>,
+    },
 }
 
 /// Every request body.
@@ -138,6 +145,8 @@ pub struct GroupStatus {
     pub applied_index: Option<u64>,
     /// The voters.
     pub members: Vec<NodeId>,
+    /// Non-voting replicas (being caught up).
+    pub learners: Vec<NodeId>,
     /// Stored sessions.
     pub sessions: u64,
     /// State digest at `applied_index` (replicas at the same index must agree).
@@ -223,6 +232,19 @@ pub enum ResponseBody {
     },
     /// Failure.
     Error(WireError),
+    /// A group's membership after a change.
+    Membership(MembershipReply),
+}
+
+/// A group's committed membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipReply {
+    /// The voters.
+    pub voters: Vec<NodeId>,
+    /// Non-voting replicas.
+    pub learners: Vec<NodeId>,
+    /// The log index of the membership entry.
+    pub log_index: Option<u64>,
 }
 
 /// Encodes a frame (without the length prefix, which the codec adds).

@@ -7,6 +7,7 @@
 mod cluster;
 mod fuzz_corpus;
 mod lifecycle;
+mod membership;
 mod props;
 mod protocol;
 mod storage_suite;

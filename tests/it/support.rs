@@ -19,7 +19,10 @@ pub struct Cluster {
     pub addrs: Vec<String>,
     dirs: Vec<PathBuf>,
     procs: Vec<Option<Child>>,
+    /// Nodes started with `--join` (added after the cluster formed).
+    joined: Vec<bool>,
     groups: u32,
+    root: PathBuf,
     extra: Vec<String>,
     _root: tempfile::TempDir,
 }
@@ -47,7 +50,9 @@ impl Cluster {
             addrs,
             dirs,
             procs: (0..nodes).map(|_| None).collect(),
+            joined: vec![false; nodes],
             groups,
+            root: root.path().to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _root: root,
         };
@@ -86,6 +91,7 @@ impl Cluster {
             ])
             .args(["--snapshot-every-logs", "200", "--expire-tick-ms", "200"])
             .args(&self.extra)
+            .args(self.joined[i].then_some("--join"))
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -100,6 +106,45 @@ impl Cluster {
             c.kill().expect("kill");
             c.wait().expect("wait");
         }
+    }
+
+    /// Starts one more node with `--join` (it initializes nothing); returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.addrs.len();
+        self.addrs.push(format!("127.0.0.1:{}", free_port()));
+        self.dirs.push(self.root.join(format!("node{}", i + 1)));
+        self.procs.push(None);
+        self.joined.push(true);
+        self.spawn(i);
+        i
+    }
+
+    /// Deletes a stopped node's data directory (a lost disk).
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.procs[i].is_none(), "node {i} is still running");
+        std::fs::remove_dir_all(&self.dirs[i]).expect("remove data dir");
+    }
+
+    /// Runs `steadfast ctl` against this cluster; returns its stdout, panics on failure.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .arg("ctl")
+            .args([
+                "--endpoints",
+                &self.addrs.join(","),
+                "--timeout-ms",
+                "30000",
+            ])
+            .args(args)
+            .output()
+            .expect("run steadfast ctl");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     pub fn restart(&mut self, i: usize) {

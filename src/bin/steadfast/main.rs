@@ -47,6 +47,10 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "STEADFAST_CONFIG")]
     config: Option<PathBuf>,
+    /// Join an existing cluster: never initialize groups, even on an empty data directory
+    /// (for nodes added or replacing one; groups come through `ctl voters`/`ctl replace-node`).
+    #[arg(long, env = "STEADFAST_JOIN")]
+    join: bool,
     /// This node's id (must appear in peers).
     #[arg(long, env = "STEADFAST_ID")]
     id: Option<u64>,
@@ -147,6 +151,25 @@ enum CtlCmd {
     /// A user's sessions.
     #[command(subcommand)]
     Principal(PrincipalCmd),
+    /// Set a group's voters (membership change through joint consensus).
+    Voters {
+        /// The group.
+        group: u32,
+        /// The new voters: id (address as configured) or id=addr, e.g. 1 2 4=10.0.0.4:7000.
+        #[arg(required = true)]
+        voters: Vec<String>,
+    },
+    /// Move every group replica of node OLD to node NEW (a node started with `serve --join`),
+    /// e.g. to replace a node whose disk was lost. Safe to rerun until it reports no work.
+    ReplaceNode {
+        /// The node leaving.
+        old: u64,
+        /// The node taking its place.
+        new: u64,
+        /// NEW's address, unless the cluster's nodes are configured with it.
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Stream a group's events (created, updated, touched, expired, deleted, rotated).
     Watch {
         /// The group.
@@ -388,6 +411,7 @@ fn parse_peers(items: &[String]) -> anyhow::Result<Vec<Peer>> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let join = args.join;
     let config = load_config(args)?;
     let fresh = !config.data_dir.join("sled").exists();
     let backend = SledBackend::open(&config.data_dir)
@@ -402,7 +426,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock: Arc::new(steadfast::clock::SystemClock),
         connector: Arc::new(TcpConnector),
         listener: Box::new(listener),
-        bootstrap: fresh,
+        bootstrap: fresh && !join,
     })
     .await?;
     shutdown_signal().await;
@@ -612,6 +636,22 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             let n = client.invalidate_principal(&principal).await?;
             println!("ended {n} sessions of {principal}");
         }
+        CtlCmd::Voters { group, voters } => {
+            let voters = parse_voters(&voters)?;
+            let m = client
+                .change_membership(steadfast::GroupId(group), &voters)
+                .await?;
+            println!(
+                "group {group}: voters {:?} learners {:?} (log index {})",
+                m.voters,
+                m.learners,
+                m.log_index.map_or("-".into(), |i| i.to_string())
+            );
+        }
+        CtlCmd::ReplaceNode { old, new, addr } => {
+            let patience = Duration::from_millis(args.timeout_ms);
+            replace_node(&client, (old, new), addr.unwrap_or_default(), patience).await?
+        }
         CtlCmd::Watch { group, from, limit } => {
             use futures_util::StreamExt;
             let stream = client.watch(steadfast::GroupId(group), from);
@@ -627,6 +667,80 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn parse_voters(items: &[String]) -> anyhow::Result<Vec<(u64, String)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (id, addr) = item.split_once('=').unwrap_or((item, ""));
+            let id = id
+                .trim()
+                .parse()
+                .with_context(|| format!("voter {item:?} is not id or id=addr"))?;
+            Ok((id, addr.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Each group's voters as its leader reports them (the leader of the highest term seen),
+/// waiting up to `patience` for groups that are electing one.
+async fn current_voters(client: &Client, patience: Duration) -> anyhow::Result<Vec<Vec<u64>>> {
+    let groups = client.topology().groups;
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let mut best: Vec<Option<(u64, Vec<u64>)>> = vec![None; groups as usize];
+        for (_, status) in client.status().await {
+            for s in status.into_iter().flatten() {
+                let slot = &mut best[s.group.0 as usize];
+                if s.role == "Leader" && slot.as_ref().is_none_or(|(term, _)| *term < s.term) {
+                    *slot = Some((s.term, s.members));
+                }
+            }
+        }
+        match best.iter().position(Option::is_none) {
+            None => return Ok(best.into_iter().flatten().map(|(_, v)| v).collect()),
+            Some(g) if tokio::time::Instant::now() >= deadline => {
+                bail!("group {g} has no reachable leader; retry later")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn replace_node(
+    client: &Client,
+    (old, new): (u64, u64),
+    addr: String,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    if old == new {
+        bail!("old and new node are the same");
+    }
+    let mut changed = 0;
+    for (g, voters) in current_voters(client, patience)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        if !voters.contains(&old) {
+            continue;
+        }
+        let mut next: Vec<(u64, String)> = voters
+            .iter()
+            .filter(|v| **v != old && **v != new)
+            .map(|v| (*v, String::new()))
+            .collect();
+        next.push((new, addr.clone()));
+        let m = client
+            .change_membership(steadfast::GroupId(g as u32), &next)
+            .await
+            .with_context(|| format!("group {g}"))?;
+        println!("group {g}: voters {:?}", m.voters);
+        changed += 1;
+    }
+    println!("node {old} replaced by node {new} in {changed} groups");
     Ok(())
 }
 
