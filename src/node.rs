@@ -164,10 +164,11 @@ impl Node {
             inner.clone() as Arc<dyn Handler>,
         ));
         let ticker = tokio::spawn(expire_loop(inner.clone()));
+        let breaker = tokio::spawn(split_vote_breaker(inner.clone()));
         info!(node = id, groups = inner.groups.len(), "node started");
         Ok(Node {
             inner,
-            tasks: vec![server, ticker],
+            tasks: vec![server, ticker, breaker],
         })
     }
 
@@ -762,6 +763,60 @@ async fn expire_loop(node: Arc<NodeInner>) {
                     }
                     handle.expiring.store(false, Ordering::Release);
                 });
+            }
+        }
+    }
+}
+
+/// Breaks split votes that would otherwise repeat forever.
+///
+/// openraft 0.9 draws each Raft instance's election timeout once, at start, and checks it only on
+/// its tick (every 1.5 heartbeats). Two candidates whose timeouts fall into the same tick bucket,
+/// with ticks in phase (nodes started together), time out together in every term and split the
+/// vote each time: found by the simulation in a two-voter group after a membership change. A
+/// group in which this node has stayed a leaderless candidate across two checks and a term
+/// change campaigns again after a random delay (from the injected RNG), off the tick grid, so one
+/// candidate asks first and the other, still in the older term, grants.
+async fn split_vote_breaker(node: Arc<NodeInner>) {
+    use rand::Rng;
+    let period = Duration::from_millis(node.config.raft.election_timeout_max_ms);
+    let jitter_ms = node.config.raft.election_timeout_min_ms.max(2);
+    let mut stuck: BTreeMap<GroupId, u64> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        for (group, handle) in &node.groups {
+            let (candidate, term) = {
+                let m = handle.raft.metrics();
+                let m = m.borrow();
+                let candidate =
+                    m.state == openraft::ServerState::Candidate && m.current_leader.is_none();
+                (candidate, m.current_term)
+            };
+            if !candidate {
+                stuck.remove(group);
+                continue;
+            }
+            match stuck.insert(*group, term) {
+                Some(seen) if seen < term => {
+                    stuck.remove(group);
+                    let delay = crate::raft::ThreadRng.gen_range(0..jitter_ms);
+                    let raft = handle.raft.clone();
+                    let group = *group;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        let still = {
+                            let m = raft.metrics();
+                            let m = m.borrow();
+                            m.state == openraft::ServerState::Candidate
+                                && m.current_leader.is_none()
+                        };
+                        if still {
+                            tracing::info!(%group, "repeated split vote: campaigning off-tick");
+                            let _ = raft.trigger().elect().await;
+                        }
+                    });
+                }
+                _ => {}
             }
         }
     }

@@ -329,6 +329,12 @@ pub enum Violation {
         witness: Option<u64>,
         detail: String,
     },
+    /// A rotation did not carry the session's latest data (as of the rotation) to the new id.
+    RotationLostData {
+        key: u64,
+        rotate: u64,
+        detail: String,
+    },
 }
 
 impl Violation {
@@ -352,6 +358,7 @@ impl Violation {
             Violation::TimeWentBackwards { .. } => "TimeWentBackwards",
             Violation::LostAcknowledgement { .. } => "LostAcknowledgement",
             Violation::BadFinalRead { .. } => "BadFinalRead",
+            Violation::RotationLostData { .. } => "RotationLostData",
         }
     }
 
@@ -367,6 +374,7 @@ impl Violation {
             ExpiredRead { read, .. } => vec![*read],
             LostAcknowledgement { write, .. } => vec![*write],
             BadFinalRead { witness, .. } => witness.iter().copied().collect(),
+            RotationLostData { rotate, .. } => vec![*rotate],
             StaleRead { read, witness, .. } => vec![*read, *witness],
             LostUpdate {
                 write,
@@ -531,6 +539,11 @@ impl fmt::Display for Violation {
                     "impossible final read of key {key} (witness {witness:?}): {detail}"
                 )
             }
+            RotationLostData {
+                key,
+                rotate,
+                detail,
+            } => write!(f, "rotation {rotate} of key {key} lost data: {detail}"),
         }
     }
 }
@@ -614,6 +627,105 @@ pub fn check_final_reads_with(
                     });
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A successful rotation of `key` (recorded in the history as a delete, op `op`, whose version is
+/// the rotation's log index) and what a read of the new id returned right after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub op: u64,
+    pub key: u64,
+    pub version: u64,
+    /// The new id's session: `None` if it was gone.
+    pub carried: Option<ReadValue>,
+}
+
+/// A rotation moves the key's data *as of the rotation* to the new id: the new id holds the value
+/// of the last data write of `key` before the rotation's index, at the rotation's version.
+///
+/// Sound under the same rules as [`check`]: it uses acknowledged and observed versions only. The
+/// carried value must come from a write of `key` invoked before the rotation completed; if that
+/// write's version is known, no other version of `key` may lie between it and the rotation.
+///
+/// # Errors
+///
+/// [`Violation::RotationLostData`].
+pub fn check_rotation(
+    history: &[Op],
+    rotation: &Rotation,
+    opts: CheckOptions,
+) -> Result<(), Violation> {
+    let fail = |detail: String| Violation::RotationLostData {
+        key: rotation.key,
+        rotate: rotation.op,
+        detail,
+    };
+    let Some(carried) = &rotation.carried else {
+        return if opts.sessions_may_expire {
+            Ok(())
+        } else {
+            Err(fail("the new id has no session".into()))
+        };
+    };
+    if carried.version != rotation.version {
+        return Err(fail(format!(
+            "the new id is at version {}, the rotation committed at {}",
+            carried.version, rotation.version
+        )));
+    }
+    let ops: Vec<&Op> = history.iter().filter(|o| o.key == rotation.key).collect();
+    let rotate_complete = ops
+        .iter()
+        .find(|o| o.id == rotation.op)
+        .map_or(NEVER, |o| o.effective_complete());
+    let written = |o: &Op| match o.kind {
+        OpKind::Create { value } | OpKind::Put { value, .. } => Some(value),
+        _ => None,
+    };
+    let Some(source) = ops
+        .iter()
+        .find(|o| written(o) == Some(carried.value) && o.outcome != Outcome::Exists)
+    else {
+        return Err(fail(format!(
+            "the new id holds value {}, which no write of the key produced",
+            carried.value
+        )));
+    };
+    if source.invoke >= rotate_complete {
+        return Err(fail(format!(
+            "the carried value was written by op {}, invoked after the rotation completed",
+            source.id
+        )));
+    }
+    // Every (version, value) of the key anybody saw or was acknowledged.
+    let mut known: Vec<(u64, Option<u64>)> = Vec::new();
+    for o in &ops {
+        match &o.outcome {
+            Outcome::Ok { version, .. } if o.id != rotation.op => {
+                known.push((*version, written(o)))
+            }
+            Outcome::Read {
+                found: Some(rv), ..
+            } => known.push((rv.version, Some(rv.value))),
+            _ => {}
+        }
+    }
+    let source_version = known
+        .iter()
+        .find(|(_, v)| *v == Some(carried.value))
+        .map(|(version, _)| *version);
+    if let Some(sv) = source_version {
+        if let Some((newer, _)) = known
+            .iter()
+            .find(|(v, value)| *v > sv && *v < rotation.version && *value != Some(carried.value))
+        {
+            return Err(fail(format!(
+                "carried value {} (version {sv}), but version {newer} came before the rotation                  at {}",
+                carried.value, rotation.version
+            )));
         }
     }
     Ok(())
@@ -2138,6 +2250,49 @@ impl<'a> Search<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotations_must_carry_the_latest_data() {
+        // key 1: created v=10 at version 3, put v=11 at version 5, rotated at version 7.
+        let history = vec![
+            create(1, 1, 10, 0, 1, ok(3, 1)),
+            put(2, 1, 11, None, 2, 3, ok(5, 2)),
+            delete(3, 1, None, 4, 5, ok(7, 3)),
+        ];
+        let rotation = |carried: Option<(u64, u64)>| Rotation {
+            op: 3,
+            key: 1,
+            version: 7,
+            carried: carried.map(|(version, value)| ReadValue {
+                version,
+                value,
+                expires_at_ms: 10_000,
+            }),
+        };
+        let opts = CheckOptions::default();
+        assert_eq!(
+            check_rotation(&history, &rotation(Some((7, 11))), opts),
+            Ok(())
+        );
+        let class = |r: &Rotation| check_rotation(&history, r, opts).map_err(|v| v.class());
+        // Stale data (the value before the last put), a made-up value, a wrong version, nothing.
+        for bad in [Some((7, 10)), Some((7, 99)), Some((6, 11)), None] {
+            assert_eq!(class(&rotation(bad)), Err("RotationLostData"), "{bad:?}");
+        }
+        // A value written only after the rotation completed cannot have been carried.
+        let mut later = history.clone();
+        later.push(put(4, 1, 12, None, 6, 7, Outcome::Unknown));
+        let r = rotation(Some((7, 12)));
+        assert_eq!(
+            check_rotation(&later, &r, opts).map_err(|v| v.class()),
+            Err("RotationLostData")
+        );
+        // With expiry on, a vanished new id is not evidence of loss.
+        let expiring = CheckOptions {
+            sessions_may_expire: true,
+        };
+        assert_eq!(check_rotation(&history, &rotation(None), expiring), Ok(()));
+    }
 
     // ---- builders ----------------------------------------------------------------------------
 

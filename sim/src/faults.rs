@@ -35,11 +35,15 @@ pub enum FaultClass {
     /// The leader is isolated, and the first node caught with an unsynced vote is killed at
     /// that instant (the worst moment for vote durability).
     CrashAfterVote,
+    /// A group's voters change (one swapped for a non-voter on 5 nodes; on 3 nodes one removed,
+    /// later added back) through joint consensus while clients and other faults go on. Counted
+    /// when the change commits.
+    MembershipChange,
 }
 
 impl FaultClass {
     /// Every class, in report order.
-    pub const ALL: [FaultClass; 14] = [
+    pub const ALL: [FaultClass; 15] = [
         FaultClass::PartitionMajority,
         FaultClass::IsolateLeader,
         FaultClass::MajoritiesRing,
@@ -54,6 +58,7 @@ impl FaultClass {
         FaultClass::Pause,
         FaultClass::ClockJump,
         FaultClass::CrashAfterVote,
+        FaultClass::MembershipChange,
     ];
 
     /// Whether the class applies to a cluster of `nodes`.

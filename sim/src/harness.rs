@@ -6,7 +6,7 @@
 //! (5) final linearizable reads of every key, replica digests, and the history check.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use steadfast::raft::backend::{MemBackend, MetaKey};
 use steadfast::raft::typ::Raft;
 use steadfast::{Client, ClientId, Error, GroupId, SessionId};
 
-use crate::checker::{self, CheckOptions, Op, OpKind, Outcome, ReadValue};
+use crate::checker::{self, CheckOptions, Op, OpKind, Outcome, ReadValue, Rotation};
 use crate::faults::FaultClass;
 use crate::net::{SimClock, SimConnector, SimListener};
 use crate::trace::Trace;
@@ -178,6 +178,12 @@ struct World {
     rafts: Rc<RefCell<BTreeMap<(usize, u32), Raft>>>,
     final_reads: Rc<RefCell<FinalReads>>,
     verdict: Rc<RefCell<Option<String>>>,
+    /// Membership changes ordered by the injector: (group, new voters), run by the admin client.
+    orders: Rc<RefCell<VecDeque<(u32, Vec<u64>)>>>,
+    /// Membership changes that committed.
+    reconfigured: Rc<Cell<u32>>,
+    /// Successful rotations of workload keys and what their new ids held.
+    rotations: Rc<RefCell<Vec<Rotation>>>,
 }
 
 impl World {
@@ -217,6 +223,9 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         rafts: Rc::default(),
         final_reads: Rc::default(),
         verdict: Rc::default(),
+        orders: Rc::default(),
+        reconfigured: Rc::default(),
+        rotations: Rc::default(),
     };
     world.trace.event(
         0,
@@ -251,6 +260,7 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
             workload(world.clone(), p.clone(), c, client_seed, fault_end),
         );
     }
+    sim.client("admin", admin(world.clone(), fault_end));
     sim.client("verifier", verify(world.clone(), p.clone(), fault_end));
     let mut injector = Injector {
         rng: SmallRng::seed_from_u64(seed ^ 0xfa17),
@@ -275,6 +285,12 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
     let violation = failure
         .or_else(|| world.verdict.borrow().clone())
         .or_else(|| check_history(&world, &p));
+    let reconfigured = world.reconfigured.get();
+    if reconfigured > 0 {
+        injector
+            .counts
+            .insert(FaultClass::MembershipChange, reconfigured);
+    }
     let trace = world.trace.lines();
     let ops = world.history.borrow().len();
     Report {
@@ -394,6 +410,21 @@ async fn workload(
                 Err(Error::NotFound) => Outcome::NotFound,
                 Err(_) => Outcome::Unknown,
             };
+            if let Outcome::Ok { version, .. } = outcome {
+                // Nobody else knows the new id: reading it shows exactly what the rotation moved.
+                if let Ok(r) = client.read(new).await {
+                    world.rotations.borrow_mut().push(Rotation {
+                        op: invoke,
+                        key,
+                        version,
+                        carried: r.session.map(|s| ReadValue {
+                            version: s.version,
+                            value: value_of(&s.attributes),
+                            expires_at_ms: s.expires_at_ms,
+                        }),
+                    });
+                }
+            }
             world.trace.event(
                 now_ms(),
                 format!("c{me} key={key} rotate -> {new} {outcome:?}"),
@@ -534,6 +565,34 @@ async fn execute(client: &Client, id: SessionId, kind: &OpKind, p: &Params) -> O
 }
 
 /// After healing: liveness probes, final reads, replica digests.
+/// Runs the membership changes the injector orders, through the public client API, until the
+/// faults end. A change may fail or time out under faults; only committed ones are counted.
+async fn admin(world: World, until: Duration) -> turmoil::Result {
+    let mut config = ClientConfig::new(vec!["n1:7000".into(), "n2:7000".into(), "n3:7000".into()]);
+    config.client_id = Some(ClientId(20_000));
+    config.request_timeout = Duration::from_secs(15);
+    config.attempt_timeout = Duration::from_secs(5);
+    let client = Client::connect_with(config, Arc::new(SimConnector)).await?;
+    while turmoil::sim_elapsed().unwrap_or_default() < until {
+        let order = world.orders.borrow_mut().pop_front();
+        let Some((group, voters)) = order else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let wanted: Vec<(u64, String)> = voters.iter().map(|v| (*v, String::new())).collect();
+        let outcome = client.change_membership(GroupId(group), &wanted).await;
+        let line = match &outcome {
+            Ok(m) => {
+                world.reconfigured.set(world.reconfigured.get() + 1);
+                format!("g{group} voters now {:?} at {:?}", m.voters, m.log_index)
+            }
+            Err(e) => format!("g{group} voters {voters:?} not changed: {e}"),
+        };
+        world.trace.event(now_ms(), format!("membership {line}"));
+    }
+    Ok(())
+}
+
 async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Result {
     tokio::time::sleep(heal_at + Duration::from_secs(1)).await;
     let client = connect(10_000).await?;
@@ -549,6 +608,7 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
         loop {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default() - started;
             if elapsed > LIVENESS_BOUND {
+                dump_rafts(&world);
                 *world.verdict.borrow_mut() = Some(format!("liveness: group {g} did not commit a write within {LIVENESS_BOUND:?} after healing"));
                 return Ok(());
             }
@@ -638,6 +698,28 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
     Ok(())
 }
 
+/// Every replica's Raft view, into the trace (for diagnosing a liveness failure).
+fn dump_rafts(world: &World) {
+    for ((node, group), raft) in world.rafts.borrow().iter() {
+        let m = raft.metrics().borrow().clone();
+        world.trace.event(
+            now_ms(),
+            format!(
+                "raft g{group} {}: {:?} term={} vote={} last_log={:?} applied={:?} leader={:?} \
+                 membership={:?}",
+                node_name(*node),
+                m.state,
+                m.current_term,
+                m.vote,
+                m.last_log_index,
+                m.last_applied.map(|l| l.index),
+                m.current_leader,
+                m.membership_config.membership().get_joint_config(),
+            ),
+        );
+    }
+}
+
 /// Every group's event stream is in log order, and every acknowledged create is in it (unless
 /// compacted away).
 async fn check_events(world: &World, p: &Params, client: &Client) -> Option<String> {
@@ -701,7 +783,13 @@ fn check_history(world: &World, p: &Params) -> Option<String> {
     let options = CheckOptions {
         sessions_may_expire: p.may_expire,
     };
+    let rotations = world.rotations.borrow();
     checker::check_final_reads_with(&history, &finals, options)
+        .and_then(|()| {
+            rotations
+                .iter()
+                .try_for_each(|r| checker::check_rotation(&history, r, options))
+        })
         .err()
         .map(|v| format!("checker: {v}"))
 }
@@ -965,6 +1053,24 @@ fn inject(
             inj.trap_partner = Some(top);
             detail = format!("{} isolated; trap armed", node_name(top));
         }
+        FaultClass::MembershipChange => {
+            let group = inj.rng.gen_range(0..p.groups);
+            let voters = next_voters(world, p, group, &mut inj.rng);
+            detail = format!("g{group} -> {voters:?}");
+            world.orders.borrow_mut().push_back((group, voters));
+            // Most changes run under another fault: a node down or a minority cut off.
+            match inj.rng.gen_range(0..3) {
+                0 => {}
+                1 => {
+                    kill(sim, inj, &order[..1]);
+                    detail += &format!(" while {} is down", node_name(order[0]));
+                }
+                _ => {
+                    let minority = (p.nodes - 1) / 2;
+                    cut = pairs_across(&order[..minority], &order[minority..]);
+                }
+            }
+        }
     }
     match class {
         FaultClass::HoldRelease | FaultClass::Pause => {
@@ -991,7 +1097,10 @@ fn inject(
             inj.down.iter().map(|n| node_name(*n)).collect::<Vec<_>>()
         );
     }
-    *inj.counts.entry(class).or_default() += 1;
+    if class != FaultClass::MembershipChange {
+        // Membership changes are counted when they commit.
+        *inj.counts.entry(class).or_default() += 1;
+    }
     let hold_ms = match class {
         FaultClass::Pause => inj.rng.gen_range(700..3000),
         FaultClass::CrashAfterVote => inj.rng.gen_range(3000..6000),
@@ -1002,6 +1111,39 @@ fn inject(
         format!("fault {class} {detail} cut={cut:?} for {hold_ms} ms"),
     );
     inj.active = Some((class, now + Duration::from_millis(hold_ms), cut));
+}
+
+/// The voters to ask for: the group's voters as its most advanced replica knows them, with one
+/// swapped for a non-voter (5 nodes), or one removed / the full set restored (3 nodes).
+fn next_voters(world: &World, p: &Params, group: u32, rng: &mut SmallRng) -> Vec<u64> {
+    let all: Vec<u64> = (1..=p.nodes as u64).collect();
+    let current: Vec<u64> = world
+        .rafts
+        .borrow()
+        .iter()
+        .filter(|((_, g), _)| *g == group)
+        .map(|(_, raft)| raft.metrics().borrow().clone())
+        .max_by_key(|m| (m.current_term, m.last_log_index))
+        .map(|m| m.membership_config.membership().voter_ids().collect())
+        .unwrap_or_default();
+    let outside: Vec<u64> = all
+        .iter()
+        .copied()
+        .filter(|n| !current.contains(n))
+        .collect();
+    let mut next = current.clone();
+    if current.len() == 3 && p.nodes == 3 {
+        next.remove(rng.gen_range(0..next.len()));
+    } else if current.len() == 3 {
+        let out = rng.gen_range(0..next.len());
+        next[out] = *outside.choose(rng).expect("5 nodes, 3 voters");
+    } else {
+        next = all;
+        next.shuffle(rng);
+        next.truncate(3);
+    }
+    next.sort_unstable();
+    next
 }
 
 fn kill(sim: &mut turmoil::Sim<'_>, inj: &mut Injector, nodes: &[usize]) {
