@@ -169,6 +169,9 @@ type FinalReads = Vec<(u64, Option<ReadValue>)>;
 /// A fault in force: its class, when it heals, and the links it cut.
 type ActiveFault = (FaultClass, Duration, Vec<(String, String)>);
 
+/// A membership change to run: the group and its new voters.
+type MembershipOrder = (u32, Vec<u64>);
+
 /// Shared state between the hosts, the clients and the driver (all on one thread).
 #[derive(Clone)]
 struct World {
@@ -179,7 +182,7 @@ struct World {
     final_reads: Rc<RefCell<FinalReads>>,
     verdict: Rc<RefCell<Option<String>>>,
     /// Membership changes ordered by the injector: (group, new voters), run by the admin client.
-    orders: Rc<RefCell<VecDeque<(u32, Vec<u64>)>>>,
+    orders: Rc<RefCell<VecDeque<MembershipOrder>>>,
     /// Membership changes that committed.
     reconfigured: Rc<Cell<u32>>,
     /// Successful rotations of workload keys and what their new ids held.
