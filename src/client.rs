@@ -14,6 +14,7 @@ use rand::RngCore;
 use crate::command::{Attributes, Command, Origin, Outcome};
 use crate::error::{Error, Result};
 use crate::id::{principal_group, ClientId, GroupId, NodeId, SessionId};
+use crate::limits;
 use crate::state::{Event, SessionView};
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
 use crate::wire::{
@@ -282,6 +283,58 @@ impl Client {
         match self.call(group, body).await? {
             ResponseBody::Membership(m) => Ok(m),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// A linearizable point-in-time image of one group (a checked record of
+    /// [`crate::backup::GroupImage`]), fetched in chunks from the group's leader. Starts over
+    /// (up to 3 times) if the leader changes midway.
+    pub async fn backup_group(&self, group: GroupId) -> Result<Vec<u8>> {
+        let mut last = Error::Timeout;
+        for _ in 0..3 {
+            match self.fetch_image(group).await {
+                Ok(image) => return Ok(image),
+                Err(e @ Error::Protocol(WireError::Invalid(_))) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_image(&self, group: GroupId) -> Result<Vec<u8>> {
+        let mut image = Vec::new();
+        let mut token = 0;
+        loop {
+            let body = RequestBody::Client(ClientRequest::Backup {
+                token,
+                offset: image.len() as u64,
+            });
+            match self.call(group, body).await? {
+                ResponseBody::BackupChunk {
+                    token: t,
+                    total,
+                    bytes,
+                } => {
+                    let total = usize::try_from(total)
+                        .ok()
+                        .filter(|t| *t <= limits::SNAPSHOT_BYTES_MAX)
+                        .ok_or_else(|| {
+                            Error::Protocol(WireError::Malformed(format!("image of {total} bytes")))
+                        })?;
+                    if bytes.is_empty() && image.len() < total {
+                        return Err(Error::Protocol(WireError::Malformed(
+                            "empty backup chunk".into(),
+                        )));
+                    }
+                    token = t;
+                    image.extend_from_slice(&bytes);
+                    if image.len() >= total {
+                        image.truncate(total);
+                        return Ok(image);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
     }
 

@@ -108,6 +108,18 @@ pub fn snapshot_decode(data: &[u8]) {
         round_trip_record::<Request>(bytes, limits::FRAME_BYTES_MAX);
         let _ = codec::decode::<StateImage>(bytes, limits::SNAPSHOT_BYTES_MAX);
     }
+    backup_file(data);
+}
+
+/// A backup file: one that decodes must encode and decode again to the same backup.
+fn backup_file(data: &[u8]) {
+    let Ok(backup) = crate::backup::decode(data) else {
+        return;
+    };
+    let records: Vec<Vec<u8>> = backup.groups.iter().map(codec::encode).collect();
+    let again = crate::backup::decode(&crate::backup::encode(&backup.header, &records))
+        .expect("a re-encoded backup decodes");
+    assert_eq!(again, backup, "backup round trip");
 }
 
 /// A node's TOML configuration; a valid one must survive serialization and give a placement

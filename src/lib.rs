@@ -9,6 +9,7 @@
 //! - [`wire`] and [`transport`]: framed, multiplexed connections, generic over the byte stream.
 //! - [`node`]: a node hosting many Raft groups; [`client`]: routing, leader cache, retries.
 //! - [`config`]: node and cluster configuration.
+//! - [`backup`]: point-in-time backups and restoring them into new data directories.
 
 #![allow(
     clippy::result_large_err,
@@ -16,6 +17,7 @@
 )]
 
 pub mod adapters;
+pub mod backup;
 pub mod client;
 pub mod clock;
 pub mod codec;

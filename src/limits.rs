@@ -32,6 +32,8 @@ pub const EVENTS_RETAINED: usize = 4096;
 pub const EVENTS_PER_WATCH_MAX: usize = 512;
 /// The most groups a cluster may have.
 pub const GROUPS_MAX: u32 = 1024;
+/// The largest piece of a backup image sent in one response.
+pub const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
 /// The most voters one group may have.
 pub const VOTERS_MAX: usize = 7;
 /// The longest node address accepted in a membership change.
@@ -41,3 +43,4 @@ pub const SNAPSHOT_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 - 1;
 
 const _: () = assert!(FRAME_BYTES_MAX > SESSION_BYTES_MAX * 2);
 const _: () = assert!(FRAME_BYTES_MAX > SNAPSHOT_CHUNK_BYTES + 64 * 1024);
+const _: () = assert!(FRAME_BYTES_MAX > BACKUP_CHUNK_BYTES + 64 * 1024);

@@ -83,6 +83,8 @@ struct GroupHandle {
     expiring: AtomicBool,
     /// Sessions read since the last touch batch, with the replicated time of the read.
     touches: Mutex<BTreeMap<crate::id::SessionId, u64>>,
+    /// The last backup image taken here, by token (served in chunks).
+    backup: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
 impl Node {
@@ -149,6 +151,7 @@ impl Node {
                 reads: ReadBatcher::default(),
                 expiring: AtomicBool::new(false),
                 touches: Mutex::default(),
+                backup: Mutex::default(),
             };
             groups.insert(group, Arc::new(handle));
         }
@@ -272,6 +275,9 @@ impl Handler for NodeInner {
                 RequestBody::Client(ClientRequest::ChangeMembership { voters }) => {
                     change_membership(&handle, voters, &addresses).await
                 }
+                RequestBody::Client(ClientRequest::Backup { token, offset }) => {
+                    backup_chunk(&handle, group, token, offset, now_ms, &addresses).await
+                }
                 RequestBody::Client(_) => {
                     ResponseBody::Error(WireError::Invalid("unexpected request".into()))
                 }
@@ -374,6 +380,59 @@ async fn write(handle: &GroupHandle, request: Request, addresses: &Addresses) ->
             ResponseBody::Error(not_leader(f, addresses))
         }
         Err(e) => ResponseBody::Error(WireError::Unavailable(e.to_string())),
+    }
+}
+
+/// Serves a backup image of the group in chunks; token 0 takes a new, linearizable image.
+async fn backup_chunk(
+    handle: &GroupHandle,
+    group: GroupId,
+    token: u64,
+    offset: u64,
+    now_ms: u64,
+    addresses: &Addresses,
+) -> ResponseBody {
+    let (token, image) = if token == 0 {
+        if let Err(e) = linearize(handle, now_ms, addresses).await {
+            return ResponseBody::Error(e);
+        }
+        let image = {
+            let m = handle.machine.read().expect("state lock");
+            crate::codec::encode(&crate::backup::GroupImage {
+                group,
+                index: m.last_applied.map_or(0, |l| l.index),
+                state: m.state.to_image(),
+            })
+        };
+        let token = loop {
+            let t = rand::RngCore::next_u64(&mut crate::raft::ThreadRng);
+            if t != 0 {
+                break t;
+            }
+        };
+        let image = Arc::new(image);
+        *handle.backup.lock().expect("backup lock") = Some((token, image.clone()));
+        (token, image)
+    } else {
+        match &*handle.backup.lock().expect("backup lock") {
+            Some((t, image)) if *t == token => (token, image.clone()),
+            _ => {
+                return ResponseBody::Error(WireError::Invalid(
+                    "backup image no longer held here; start again with token 0".into(),
+                ))
+            }
+        }
+    };
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(image.len());
+    let end = start
+        .saturating_add(limits::BACKUP_CHUNK_BYTES)
+        .min(image.len());
+    ResponseBody::BackupChunk {
+        token,
+        total: image.len() as u64,
+        bytes: image[start..end].to_vec(),
     }
 }
 

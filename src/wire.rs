@@ -104,6 +104,15 @@ pub enum ClientRequest {
         /// The new voters with their addresses (an empty address means "as configured").
         voters: Vec<(NodeId, String)>,
     },
+    /// A chunk of a point-in-time image of the group, for backups. `token == 0` takes a new
+    /// image (after a ReadIndex round, so it is linearizable) and answers its first chunk;
+    /// later chunks name the token the first answer gave.
+    Backup {
+        /// 0 to start, else the image's token.
+        token: u64,
+        /// Byte offset into the image.
+        offset: u64,
+    },
 }
 
 /// Every request body.
@@ -234,6 +243,15 @@ pub enum ResponseBody {
     Error(WireError),
     /// A group's membership after a change.
     Membership(MembershipReply),
+    /// Part of a group image (a checked record of [`crate::backup::GroupImage`]).
+    BackupChunk {
+        /// Names the image for the following chunks.
+        token: u64,
+        /// The image's length in bytes.
+        total: u64,
+        /// The bytes from the requested offset on (at most [`crate::limits::BACKUP_CHUNK_BYTES`]).
+        bytes: Vec<u8>,
+    },
 }
 
 /// A group's committed membership.

@@ -431,6 +431,25 @@ fn fuzz_seeds_are_current() {
         "snapshot-body",
         &postcard::to_allocvec(&snap).expect("encode"),
     );
+    let header = steadfast::backup::BackupHeader {
+        format: steadfast::backup::BACKUP_FORMAT,
+        groups: 2,
+        taken_at_ms: 1_700_000_000_000,
+    };
+    let records: Vec<Vec<u8>> = (0..2)
+        .map(|g| {
+            codec::encode(&steadfast::backup::GroupImage {
+                group: steadfast::GroupId(g),
+                index: 40 + u64::from(g),
+                state: snap.state.clone(),
+            })
+        })
+        .collect();
+    write(
+        "snapshot_decode",
+        "backup",
+        &steadfast::backup::encode(&header, &records),
+    );
     write(
         "snapshot_decode",
         "vote",

@@ -37,8 +37,40 @@ impl Cluster {
         Self::start_with_args(nodes, groups, &[])
     }
 
+    /// Starts a cluster on fresh data directories into which `steadfast restore` first
+    /// installs `backup`.
+    pub fn start_restored(nodes: usize, groups: u32, backup: &std::path::Path) -> Cluster {
+        let mut c = Self::prepare(nodes, groups, &[]);
+        for i in 0..nodes {
+            let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+                .arg("restore")
+                .arg("--from")
+                .arg(backup)
+                .args(c.node_args(i))
+                .output()
+                .expect("run steadfast restore");
+            assert!(
+                out.status.success(),
+                "restore node {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for i in 0..nodes {
+            c.spawn(i);
+        }
+        c
+    }
+
     /// Starts a cluster whose nodes get `extra` command-line flags.
     pub fn start_with_args(nodes: usize, groups: u32, extra: &[&str]) -> Cluster {
+        let mut c = Self::prepare(nodes, groups, extra);
+        for i in 0..nodes {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn prepare(nodes: usize, groups: u32, extra: &[&str]) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let addrs: Vec<String> = (0..nodes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -46,7 +78,7 @@ impl Cluster {
         let dirs = (0..nodes)
             .map(|i| root.path().join(format!("node{}", i + 1)))
             .collect();
-        let mut c = Cluster {
+        Cluster {
             addrs,
             dirs,
             procs: (0..nodes).map(|_| None).collect(),
@@ -55,32 +87,36 @@ impl Cluster {
             root: root.path().to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _root: root,
-        };
-        for i in 0..nodes {
-            c.spawn(i);
         }
-        c
     }
 
-    fn spawn(&mut self, i: usize) {
+    /// The identity flags `serve` and `restore` share: id, address, data, peers, groups.
+    fn node_args(&self, i: usize) -> Vec<String> {
         let peers: Vec<String> = self
             .addrs
             .iter()
             .enumerate()
             .map(|(j, a)| format!("{}={a}", j + 1))
             .collect();
+        vec![
+            "--id".into(),
+            (i + 1).to_string(),
+            "--listen".into(),
+            self.addrs[i].clone(),
+            "--data-dir".into(),
+            self.dirs[i].display().to_string(),
+            "--peers".into(),
+            peers.join(","),
+            "--groups".into(),
+            self.groups.to_string(),
+        ]
+    }
+
+    fn spawn(&mut self, i: usize) {
         let log = std::fs::File::create(self.dirs[i].with_extension("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
             .arg("serve")
-            .args(["--id", &(i + 1).to_string(), "--listen", &self.addrs[i]])
-            .arg("--data-dir")
-            .arg(&self.dirs[i])
-            .args([
-                "--peers",
-                &peers.join(","),
-                "--groups",
-                &self.groups.to_string(),
-            ])
+            .args(self.node_args(i))
             .args([
                 "--heartbeat-ms",
                 "50",

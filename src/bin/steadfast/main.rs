@@ -38,6 +38,21 @@ enum Cmd {
     Ctl(CtlArgs),
     /// Closed-loop load generator: throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Install a backup into this node's (empty) data directory; then `serve` as usual.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// The backup file (`steadfast ctl backup --out FILE`).
+    #[arg(long)]
+    from: PathBuf,
+    /// Only read and validate the backup; print what it holds.
+    #[arg(long)]
+    check: bool,
+    /// The node to restore, configured exactly as it will be served.
+    #[command(flatten)]
+    node: ServeArgs,
 }
 
 /// Every key of the TOML file can also be given as a flag or an environment variable
@@ -115,6 +130,9 @@ struct UpArgs {
     /// Stop the cluster when a node dies instead of restarting it after 3 s.
     #[arg(long)]
     no_restart: bool,
+    /// Restore this backup into the (empty) data directory before starting.
+    #[arg(long)]
+    restore: Option<PathBuf>,
 }
 
 /// Where a running cluster is: shared by `ctl` and `bench`.
@@ -169,6 +187,12 @@ enum CtlCmd {
         /// NEW's address, unless the cluster's nodes are configured with it.
         #[arg(long)]
         addr: Option<String>,
+    },
+    /// Write a point-in-time backup of every group (linearizable per group) to a file.
+    Backup {
+        /// Where to write it (written to FILE.tmp, synced, then renamed).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Stream a group's events (created, updated, touched, expired, deleted, rotated).
     Watch {
@@ -280,6 +304,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Up(args) => up(args).await,
             Cmd::Ctl(args) => ctl(args).await,
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Restore(args) => restore(args).await,
         }
     })
 }
@@ -459,6 +484,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut supervisors = Vec::new();
+    if let Some(backup) = &args.restore {
+        for (i, addr) in addrs.iter().enumerate() {
+            let status = std::process::Command::new(&exe)
+                .arg("restore")
+                .arg("--from")
+                .arg(backup)
+                .args(["--id", &(i + 1).to_string(), "--listen", addr])
+                .arg("--data-dir")
+                .arg(dir.join(format!("node{}", i + 1)))
+                .args(["--peers", &peers.join(","), "--groups"])
+                .arg(args.groups.to_string())
+                .status()?;
+            if !status.success() {
+                bail!("restoring node {} failed", i + 1);
+            }
+        }
+    }
     for (i, addr) in addrs.iter().enumerate() {
         let node_dir = dir.join(format!("node{}", i + 1));
         std::fs::create_dir_all(&node_dir)?;
@@ -636,6 +678,7 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
             let n = client.invalidate_principal(&principal).await?;
             println!("ended {n} sessions of {principal}");
         }
+        CtlCmd::Backup { out } => backup(&client, &out).await?,
         CtlCmd::Voters { group, voters } => {
             let voters = parse_voters(&voters)?;
             let m = client
@@ -668,6 +711,112 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn backup(client: &Client, out: &std::path::Path) -> anyhow::Result<()> {
+    use steadfast::clock::Clock;
+    let groups = client.topology().groups;
+    let mut records = Vec::new();
+    let mut sessions = 0;
+    for g in 0..groups {
+        let record = client
+            .backup_group(steadfast::GroupId(g))
+            .await
+            .with_context(|| format!("backing up group {g}"))?;
+        let image: steadfast::backup::GroupImage =
+            steadfast::codec::decode(&record, record.len()).context("checking the image")?;
+        println!(
+            "group {g}: {} sessions at log index {} ({} bytes)",
+            image.state.sessions.len(),
+            image.index,
+            record.len()
+        );
+        sessions += image.state.sessions.len();
+        records.push(record);
+    }
+    let header = steadfast::backup::BackupHeader {
+        format: steadfast::backup::BACKUP_FORMAT,
+        groups,
+        taken_at_ms: steadfast::clock::SystemClock.now_ms(),
+    };
+    let bytes = steadfast::backup::encode(&header, &records);
+    steadfast::backup::decode(&bytes).context("re-reading the backup")?;
+    let tmp = out.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, out)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    println!(
+        "backup of {groups} groups, {sessions} sessions, {} bytes written to {}",
+        bytes.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+    let backup = steadfast::backup::decode(&bytes)
+        .with_context(|| format!("reading {}", args.from.display()))?;
+    for g in &backup.groups {
+        println!(
+            "group {}: {} sessions at log index {}",
+            g.group,
+            g.state.sessions.len(),
+            g.index
+        );
+    }
+    if args.check {
+        println!("backup is valid ({} groups)", backup.header.groups);
+        return Ok(());
+    }
+    let config = load_config(args.node)?;
+    let restored = restore_node(&backup, &config).await?;
+    println!(
+        "node {}: restored {restored} group replicas into {}; start it with `steadfast serve` \
+         (same settings)",
+        config.id,
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+async fn restore_node(
+    backup: &steadfast::backup::Backup,
+    config: &NodeConfig,
+) -> anyhow::Result<u32> {
+    config.validate()?;
+    if backup.header.groups != config.groups {
+        bail!(
+            "the backup has {} groups, this node is configured with {}",
+            backup.header.groups,
+            config.groups
+        );
+    }
+    if config.data_dir.join("sled").exists() {
+        bail!(
+            "{} already holds data; restore into an empty data directory",
+            config.data_dir.display()
+        );
+    }
+    let backend = SledBackend::open(&config.data_dir)
+        .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
+    let restored = steadfast::backup::restore_into(
+        backup,
+        Arc::new(backend),
+        config.id,
+        |g| config.placement(g),
+        &config.addresses(),
+    )
+    .await?;
+    Ok(restored)
 }
 
 fn parse_voters(items: &[String]) -> anyhow::Result<Vec<(u64, String)>> {

@@ -1,0 +1,152 @@
+//! Backups and disaster recovery on real processes: back a cluster up, lose every node, restore
+//! into new data directories and find every session at its version.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use steadfast::client::{CreateOptions, Update};
+use steadfast::command::Attributes;
+use steadfast::{Error, SessionId};
+
+use crate::support::{serial, Cluster};
+
+fn one(name: &str, value: &str) -> Attributes {
+    Attributes::from([(name.to_string(), value.as_bytes().to_vec())])
+}
+
+fn restore_cmd(backup: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .arg("restore")
+        .arg("--from")
+        .arg(backup)
+        .args(extra)
+        .output()
+        .expect("run steadfast restore")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restored_from_a_backup_has_every_session_at_its_version() {
+    let _serial = serial().await;
+    let groups = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sessions.bak");
+    let mut expected: BTreeMap<SessionId, (u64, Vec<u8>)> = BTreeMap::new();
+    let deleted;
+    let after;
+    {
+        let cluster = Cluster::start(3, groups);
+        let client = cluster.client().await;
+        cluster.wait_leaders(&client).await;
+        for i in 0..30 {
+            let (id, w) = client
+                .create(one("cart", &format!("item{i}")), CreateOptions::default())
+                .await
+                .expect("create");
+            expected.insert(id, (w.version, format!("item{i}").into_bytes()));
+        }
+        let (&first, _) = expected.iter().next().expect("sessions");
+        let w = client
+            .update(first, Update::default().set("cart", "updated"))
+            .await
+            .expect("update");
+        expected.insert(first, (w.version, b"updated".to_vec()));
+        let (d, _) = client
+            .create(one("cart", "gone"), CreateOptions::default())
+            .await
+            .expect("create");
+        client.delete(d, None).await.expect("delete");
+        deleted = d;
+
+        let out = cluster.ctl(&["backup", "--out", file.to_str().expect("utf-8")]);
+        assert!(out.contains("30 sessions"), "{out}");
+
+        // Written after the backup: must not come back.
+        after = client
+            .create(one("cart", "late"), CreateOptions::default())
+            .await
+            .expect("create")
+            .0;
+    } // every node killed; their data directories go with the temp dir
+
+    let check = restore_cmd(&file, &["--check"]);
+    assert!(check.status.success(), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("backup is valid"));
+
+    tracing::info!("--- a new cluster from the backup");
+    let cluster = Cluster::start_restored(3, groups, &file);
+    let client = cluster.client().await;
+    cluster.wait_leaders(&client).await;
+    let mut newest = 0;
+    for (id, (version, cart)) in &expected {
+        let view = client.get(*id).await.expect("read").expect("restored");
+        assert_eq!(view.version, *version, "{id}");
+        assert_eq!(&view.attributes["cart"], cart, "{id}");
+        newest = newest.max(*version);
+    }
+    assert!(client.get(after).await.expect("read").is_none());
+    match client
+        .create_with_id(deleted, Attributes::new(), CreateOptions::default())
+        .await
+    {
+        Err(Error::Exists) => {}
+        other => panic!("the deleted id's tombstone must survive the restore: {other:?}"),
+    }
+    // Versions keep rising: a version seen before the disaster is never reused.
+    let (id, w) = client
+        .create(one("cart", "new"), CreateOptions::default())
+        .await
+        .expect("create after restore");
+    let group_max = expected
+        .iter()
+        .filter(|(e, _)| e.group(groups) == id.group(groups))
+        .map(|(_, (v, _))| *v)
+        .max()
+        .unwrap_or(0);
+    assert!(w.version > group_max, "{} <= {group_max}", w.version);
+    drop(cluster);
+
+    tracing::info!("--- damaged backups and non-empty targets are refused with a clear error");
+    let mut bytes = std::fs::read(&file).expect("read backup");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    let damaged = dir.path().join("damaged.bak");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let out = restore_cmd(&damaged, &["--check"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("checksum") || stderr.contains("backup"),
+        "{stderr}"
+    );
+    bytes[at] ^= 0x5a;
+    std::fs::write(&damaged, &bytes[..bytes.len() - 7]).expect("write");
+    let out = restore_cmd(&damaged, &["--check"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+    assert!(newest > 0);
+
+    let target = dir.path().join("node1");
+    let node = [
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:1",
+        "--peers",
+        "1=127.0.0.1:1",
+        "--groups",
+        "4",
+        "--replicas",
+        "1",
+        "--data-dir",
+        target.to_str().expect("utf-8"),
+    ];
+    let first = restore_cmd(&file, &node);
+    assert!(first.status.success(), "{first:?}");
+    let again = restore_cmd(&file, &node);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"));
+    let mut wrong = node;
+    wrong[7] = "8";
+    let out = restore_cmd(&file, &wrong);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 groups"));
+}
