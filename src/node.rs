@@ -185,6 +185,11 @@ impl Node {
         self.inner.status()
     }
 
+    /// A cheap, cloneable handle for watching this node (admin endpoints).
+    pub fn observer(&self) -> NodeObserver {
+        NodeObserver(self.inner.clone())
+    }
+
     /// The Raft instance of a group hosted here (for tests and tools).
     pub fn raft(&self, group: GroupId) -> Option<Raft> {
         self.inner.groups.get(&group).map(|g| g.raft.clone())
@@ -198,6 +203,22 @@ impl Node {
         for g in self.inner.groups.values() {
             let _ = g.raft.shutdown().await;
         }
+    }
+}
+
+/// Watches a running node without owning it.
+#[derive(Clone)]
+pub struct NodeObserver(Arc<NodeInner>);
+
+impl NodeObserver {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.0.id
+    }
+
+    /// Status of every group hosted on the node.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        self.0.status()
     }
 }
 
@@ -219,6 +240,49 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config> {
 
 impl Handler for NodeInner {
     fn handle(&self, group: GroupId, body: RequestBody) -> BoxFuture<'static, ResponseBody> {
+        let Some(op) = client_op(&body) else {
+            return self.dispatch(group, body);
+        };
+        let reply = self.dispatch(group, body);
+        Box::pin(async move {
+            let start = tokio::time::Instant::now();
+            let reply = reply.await;
+            let result = match &reply {
+                ResponseBody::Error(e) => e.kind(),
+                _ => "ok",
+            };
+            metrics::counter!(METRIC_REQUESTS, "op" => op, "result" => result).increment(1);
+            metrics::histogram!(METRIC_REQUEST_SECONDS, "op" => op)
+                .record(start.elapsed().as_secs_f64());
+            reply
+        })
+    }
+}
+
+/// Client requests served, by `op` and `result` (`ok` or the error kind).
+pub const METRIC_REQUESTS: &str = "steadfast_requests_total";
+/// Time to serve a client request, by `op`.
+pub const METRIC_REQUEST_SECONDS: &str = "steadfast_request_duration_seconds";
+
+/// The metrics label of a client request (`None` for Raft traffic between nodes).
+fn client_op(body: &RequestBody) -> Option<&'static str> {
+    let RequestBody::Client(request) = body else {
+        return None;
+    };
+    Some(match request {
+        ClientRequest::Write { .. } => "write",
+        ClientRequest::Read { .. } => "read",
+        ClientRequest::Principal { .. } => "principal",
+        ClientRequest::Watch { .. } => "watch",
+        ClientRequest::Status => "status",
+        ClientRequest::Topology => "topology",
+        ClientRequest::ChangeMembership { .. } => "change_membership",
+        ClientRequest::Backup { .. } => "backup",
+    })
+}
+
+impl NodeInner {
+    fn dispatch(&self, group: GroupId, body: RequestBody) -> BoxFuture<'static, ResponseBody> {
         let node_level = matches!(
             body,
             RequestBody::Client(ClientRequest::Status | ClientRequest::Topology)

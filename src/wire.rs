@@ -211,6 +211,21 @@ pub enum WireError {
     },
 }
 
+impl WireError {
+    /// A short stable name of the error's kind (metrics labels, logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WireError::ProtocolVersion { .. } => "protocol_version",
+            WireError::Malformed(_) => "malformed",
+            WireError::UnknownGroup(_) => "unknown_group",
+            WireError::NotLeader { .. } => "not_leader",
+            WireError::Unavailable(_) => "unavailable",
+            WireError::Invalid(_) => "invalid",
+            WireError::Compacted { .. } => "compacted",
+        }
+    }
+}
+
 /// Every response body.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ResponseBody {

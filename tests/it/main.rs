@@ -4,6 +4,7 @@
     reason = "openraft's StorageError is large by design"
 )]
 
+mod admin;
 mod backup;
 mod cluster;
 mod fuzz_corpus;

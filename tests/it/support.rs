@@ -17,6 +17,8 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 pub struct Cluster {
     pub addrs: Vec<String>,
+    /// Each node's admin HTTP address.
+    pub admin: Vec<String>,
     dirs: Vec<PathBuf>,
     procs: Vec<Option<Child>>,
     /// Nodes started with `--join` (added after the cluster formed).
@@ -79,6 +81,9 @@ impl Cluster {
             .map(|i| root.path().join(format!("node{}", i + 1)))
             .collect();
         Cluster {
+            admin: (0..nodes)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
             addrs,
             dirs,
             procs: (0..nodes).map(|_| None).collect(),
@@ -128,6 +133,7 @@ impl Cluster {
             .args(["--snapshot-every-logs", "200", "--expire-tick-ms", "200"])
             .args(&self.extra)
             .args(self.joined[i].then_some("--join"))
+            .args(["--admin-listen", &self.admin[i]])
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -148,6 +154,7 @@ impl Cluster {
     pub fn add_node(&mut self) -> usize {
         let i = self.addrs.len();
         self.addrs.push(format!("127.0.0.1:{}", free_port()));
+        self.admin.push(format!("127.0.0.1:{}", free_port()));
         self.dirs.push(self.root.join(format!("node{}", i + 1)));
         self.procs.push(None);
         self.joined.push(true);

@@ -15,6 +15,8 @@ use steadfast::raft::backend::SledBackend;
 use steadfast::transport::TcpConnector;
 use steadfast::{Client, SessionId};
 
+#[cfg(feature = "axum")]
+mod admin;
 mod bench;
 
 #[derive(Parser)]
@@ -66,6 +68,9 @@ struct ServeArgs {
     /// (for nodes added or replacing one; groups come through `ctl voters`/`ctl replace-node`).
     #[arg(long, env = "STEADFAST_JOIN")]
     join: bool,
+    /// Address for the admin HTTP listener (/livez, /readyz, /status, /metrics); off if absent.
+    #[arg(long, env = "STEADFAST_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// This node's id (must appear in peers).
     #[arg(long, env = "STEADFAST_ID")]
     id: Option<u64>,
@@ -437,6 +442,7 @@ fn parse_peers(items: &[String]) -> anyhow::Result<Vec<Peer>> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let join = args.join;
+    let admin_listen = args.admin_listen.clone();
     let config = load_config(args)?;
     let fresh = !config.data_dir.join("sled").exists();
     let backend = SledBackend::open(&config.data_dir)
@@ -454,10 +460,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bootstrap: fresh && !join,
     })
     .await?;
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = match admin_listen {
+        Some(addr) => Some(serve_admin(&addr, &node, stopping.clone()).await?),
+        None => None,
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    stopping.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     node.shutdown().await;
     Ok(())
+}
+
+#[cfg(feature = "axum")]
+async fn serve_admin(
+    addr: &str,
+    node: &Node,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener {addr}"))?;
+    tracing::info!(%addr, "admin HTTP listening");
+    let router = admin::router(admin::Admin {
+        node: node.observer(),
+        prometheus,
+        stopping,
+    });
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!(error = %e, "admin HTTP stopped");
+        }
+    }))
+}
+
+#[cfg(not(feature = "axum"))]
+async fn serve_admin(
+    _addr: &str,
+    _node: &Node,
+    _stopping: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    bail!("--admin-listen needs the `axum` feature (on by default)")
 }
 
 async fn shutdown_signal() {
