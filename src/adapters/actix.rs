@@ -32,59 +32,23 @@
 )]
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::Arc;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration as TtlDuration;
 
-use crate::adapters::delta::{save_delta, LoadedTable, SaveFailure, Snapshot};
-use crate::adapters::{create_options, millis_at_least_one, ConflictPolicy};
-use crate::client::{Client, Update};
+use crate::adapters::delta::{save_delta, store_type, SaveFailure, Snapshot};
+use crate::adapters::{create_options, millis_at_least_one};
+use crate::client::Update;
 use crate::command::Attributes;
 use crate::error::Error;
 use crate::id::SessionId;
 
 type State = HashMap<String, String>;
 
-/// An actix-session store on a steadfast cluster. Cheap to clone.
-#[derive(Clone)]
-pub struct SteadfastActixStore {
-    client: Client,
-    loaded: Arc<LoadedTable>,
-    policy: ConflictPolicy,
-}
-
-impl fmt::Debug for SteadfastActixStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SteadfastActixStore")
-            .field("client_id", &self.client.client_id())
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SteadfastActixStore {
-    /// A store using `client`, merging concurrent updates at attribute level.
-    pub fn new(client: Client) -> Self {
-        SteadfastActixStore {
-            client,
-            loaded: Arc::default(),
-            policy: ConflictPolicy::MergeAttributes,
-        }
-    }
-
-    /// What an update does when a concurrent request changed the same attribute.
-    pub fn with_conflict_policy(mut self, policy: ConflictPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// The underlying client.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-}
+store_type!(
+    /// An actix-session store on a steadfast cluster. Cheap to clone.
+    SteadfastActixStore
+);
 
 fn ttl(ttl: &TtlDuration) -> std::time::Duration {
     let ms = ttl.whole_milliseconds().clamp(1, i128::from(u64::MAX)) as u64;
@@ -112,6 +76,7 @@ impl SessionStore for SteadfastActixStore {
             return Ok(None);
         };
         let view = self
+            .core
             .client
             .get(id)
             .await
@@ -131,7 +96,7 @@ impl SessionStore for SteadfastActixStore {
                 Err(_) => tracing::debug!(attribute = %k, "skipping a non-UTF-8 attribute"),
             }
         }
-        self.loaded.remember(
+        self.core.loaded.remember(
             id,
             Snapshot {
                 version: view.version,
@@ -145,11 +110,12 @@ impl SessionStore for SteadfastActixStore {
         let attributes = attributes(state);
         let options = create_options(Some(ttl(ttl_)), None);
         let (id, written) = self
+            .core
             .client
             .create(attributes.clone(), options)
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
-        self.loaded.remember(
+        self.core.loaded.remember(
             id,
             Snapshot {
                 version: written.version,
@@ -171,19 +137,19 @@ impl SessionStore for SteadfastActixStore {
             )));
         };
         let desired = attributes(state);
-        let loaded = self.loaded.take(id);
+        let loaded = self.core.loaded.take(id);
         match save_delta(
-            &self.client,
+            &self.core.client,
             id,
             loaded,
             &desired,
             Some(ttl(ttl_)),
-            self.policy,
+            self.core.policy,
         )
         .await
         {
             Ok(written) => {
-                self.loaded.remember(
+                self.core.loaded.remember(
                     id,
                     Snapshot {
                         version: written.version,
@@ -209,7 +175,7 @@ impl SessionStore for SteadfastActixStore {
             idle_timeout: Some(ttl(ttl_)),
             ..Update::default()
         };
-        match self.client.update(id, update).await {
+        match self.core.client.update(id, update).await {
             // Gone: nothing to extend, and nothing to bring back.
             Ok(_) | Err(Error::NotFound) => Ok(()),
             Err(e) => Err(e.into()),
@@ -220,7 +186,7 @@ impl SessionStore for SteadfastActixStore {
         let Some(id) = parse(session_key) else {
             return Ok(());
         };
-        match self.client.delete(id, None).await {
+        match self.core.client.delete(id, None).await {
             Ok(_) | Err(Error::NotFound) => Ok(()),
             Err(e) => Err(e.into()),
         }

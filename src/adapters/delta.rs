@@ -23,6 +23,72 @@ use crate::command::Attributes;
 use crate::error::Error;
 use crate::id::SessionId;
 
+/// What both generic stores are made of: the client, the snapshots their requests loaded, and
+/// the conflict policy. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct StoreCore {
+    pub(crate) client: Client,
+    pub(crate) loaded: std::sync::Arc<LoadedTable>,
+    pub(crate) policy: ConflictPolicy,
+}
+
+impl StoreCore {
+    pub(crate) fn new(client: Client) -> Self {
+        StoreCore {
+            client,
+            loaded: std::sync::Arc::default(),
+            policy: ConflictPolicy::MergeAttributes,
+        }
+    }
+
+    /// `Debug` for the store named `name` (no session data, no secrets).
+    pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("client_id", &self.client.client_id())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Declares a generic framework store: a cloneable wrapper of [`StoreCore`] with `new`,
+/// `with_conflict_policy` and `client`, and a `Debug` that shows no session data.
+macro_rules! store_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            core: $crate::adapters::delta::StoreCore,
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.core.debug(stringify!($name), f)
+            }
+        }
+
+        impl $name {
+            /// A store using `client`, merging concurrent changes at attribute level.
+            pub fn new(client: $crate::client::Client) -> Self {
+                $name {
+                    core: $crate::adapters::delta::StoreCore::new(client),
+                }
+            }
+
+            /// What a write does when a concurrent request changed the same attribute.
+            pub fn with_conflict_policy(mut self, policy: $crate::adapters::ConflictPolicy) -> Self {
+                self.core.policy = policy;
+                self
+            }
+
+            /// The underlying client.
+            pub fn client(&self) -> &$crate::client::Client {
+                &self.core.client
+            }
+        }
+    };
+}
+pub(crate) use store_type;
+
 /// How many loaded snapshots a store keeps by default. Requests that load but never save (read
 /// only) leave theirs behind until evicted, oldest first.
 pub(crate) const SNAPSHOTS_MAX: usize = 1024;

@@ -32,7 +32,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,9 +39,8 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use crate::adapters::delta::{save_delta, LoadedTable, SaveFailure, Snapshot};
-use crate::adapters::{create_options, millis_at_least_one, ConflictPolicy};
-use crate::client::Client;
+use crate::adapters::delta::{save_delta, store_type, SaveFailure, Snapshot};
+use crate::adapters::{create_options, millis_at_least_one};
 use crate::command::Attributes;
 use crate::error::Error;
 use crate::id::SessionId;
@@ -50,44 +48,10 @@ use crate::id::SessionId;
 /// How many fresh ids `create` tries after collisions before giving up.
 const CREATE_ATTEMPTS: usize = 8;
 
-/// A tower-sessions store on a steadfast cluster. Cheap to clone.
-#[derive(Clone)]
-pub struct SteadfastStore {
-    client: Client,
-    loaded: Arc<LoadedTable>,
-    policy: ConflictPolicy,
-}
-
-impl fmt::Debug for SteadfastStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SteadfastStore")
-            .field("client_id", &self.client.client_id())
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SteadfastStore {
-    /// A store using `client`, merging concurrent saves at attribute level.
-    pub fn new(client: Client) -> Self {
-        SteadfastStore {
-            client,
-            loaded: Arc::default(),
-            policy: ConflictPolicy::MergeAttributes,
-        }
-    }
-
-    /// What a save does when a concurrent request changed the same attribute.
-    pub fn with_conflict_policy(mut self, policy: ConflictPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// The underlying client.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-}
+store_type!(
+    /// A tower-sessions store on a steadfast cluster. Cheap to clone.
+    SteadfastStore
+);
 
 /// tower's id as steadfast's.
 pub fn session_id(id: &Id) -> SessionId {
@@ -151,12 +115,13 @@ impl SessionStore for SteadfastStore {
         for _ in 0..CREATE_ATTEMPTS {
             let id = session_id(&record.id);
             match self
+                .core
                 .client
                 .create_with_id(id, attributes.clone(), options.clone())
                 .await
             {
                 Ok(written) => {
-                    self.loaded.remember(
+                    self.core.loaded.remember(
                         id,
                         Snapshot {
                             version: written.version,
@@ -175,15 +140,24 @@ impl SessionStore for SteadfastStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let id = session_id(&record.id);
-        let loaded = self.loaded.take(id);
+        let loaded = self.core.loaded.take(id);
         let Some(idle) = remaining(record.expiry_date) else {
             // Saved already expired: the session is over.
             return self.delete(&record.id).await;
         };
         let desired = encode(&record.data)?;
-        match save_delta(&self.client, id, loaded, &desired, Some(idle), self.policy).await {
+        match save_delta(
+            &self.core.client,
+            id,
+            loaded,
+            &desired,
+            Some(idle),
+            self.core.policy,
+        )
+        .await
+        {
             Ok(written) => {
-                self.loaded.remember(
+                self.core.loaded.remember(
                     id,
                     Snapshot {
                         version: written.version,
@@ -199,7 +173,7 @@ impl SessionStore for SteadfastStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let sid = session_id(id);
-        let Some(view) = self.client.get(sid).await.map_err(backend)? else {
+        let Some(view) = self.core.client.get(sid).await.map_err(backend)? else {
             return Ok(None);
         };
         let expiry_date = datetime_ms(view.expires_at_ms);
@@ -209,7 +183,7 @@ impl SessionStore for SteadfastStore {
             return Ok(None);
         }
         let data = decode(&view.attributes)?;
-        self.loaded.remember(
+        self.core.loaded.remember(
             sid,
             Snapshot {
                 version: view.version,
@@ -224,7 +198,7 @@ impl SessionStore for SteadfastStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        match self.client.delete(session_id(id), None).await {
+        match self.core.client.delete(session_id(id), None).await {
             Ok(_) | Err(Error::NotFound) => Ok(()),
             Err(e) => Err(backend(e)),
         }
