@@ -1,10 +1,11 @@
 //! Backups: a point-in-time image of every group, and restoring one into new data directories.
 //!
 //! A backup holds, per group, the state machine image at a linearizable point (the leader ran a
-//! ReadIndex round, then copied its state at its applied index) and that log index. Restoring
-//! installs each image as the group's snapshot *at the same index*, so versions (log indexes)
-//! keep rising across the restore: a client holding a version from before the disaster can never
-//! see it reused for other data, and tombstones, the dedup table, the event ring and the
+//! ReadIndex round, then copied its state at its applied index) and that log index `N`.
+//! Restoring installs each image as the group's snapshot at index `N + RESTORE_INDEX_GAP`, so
+//! versions (log indexes) keep rising across the restore *past every write acknowledged after
+//! the backup* (those had versions above `N`; reissuing them would let a client holding one
+//! compare-and-set over data it never saw). Tombstones, the dedup table, the event ring and the
 //! replicated clock come back too.
 //!
 //! File layout (all untrusted on read, every part bounded and checked):
@@ -34,6 +35,10 @@ pub const MAGIC: &[u8; 16] = b"STEADFASTBACKUP\0";
 /// The backup format this build writes and reads.
 pub const BACKUP_FORMAT: u32 = 1;
 const HEADER_RECORD_MAX: usize = 4096;
+/// How far a restore moves each group's log index past the backed-up one: more than any group
+/// can have acknowledged between a backup and a disaster (2^40 writes is 348 years at 100 k/s),
+/// while leaving room for 2^23 restores in a u64.
+pub const RESTORE_INDEX_GAP: u64 = 1 << 40;
 
 /// What the file says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,9 +177,29 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, BackupError> {
                 image.group
             )));
         }
-        // The same validation a snapshot from disk gets.
+        // The same validation a snapshot from disk gets, and nothing newer than the index.
         SessionState::from_image(image.state.clone())
             .map_err(|e| BackupError::Invalid(format!("group {g}: {e}")))?;
+        let newest = image
+            .state
+            .sessions
+            .iter()
+            .map(|(_, s)| s.version)
+            .chain(image.state.events.iter().map(|e| e.index))
+            .max()
+            .unwrap_or(0);
+        if newest > image.index {
+            return Err(BackupError::Invalid(format!(
+                "group {g} holds index {newest}, past its backup index {}",
+                image.index
+            )));
+        }
+        if image.index > u64::MAX - RESTORE_INDEX_GAP {
+            return Err(BackupError::Invalid(format!(
+                "group {g} index {} leaves no room for a restore",
+                image.index
+            )));
+        }
         groups.push(image);
     }
     if at != bytes.len() {
@@ -232,8 +257,12 @@ pub async fn restore_into(
             )));
         }
         // Term 0: no leader of any later term can have written this id, and every restored
-        // replica holds the same one, so elections start even.
-        let log_id = LogId::new(CommittedLeaderId::new(0, 0), image.index);
+        // replica holds the same one, so elections start even. The gap keeps new versions above
+        // any a client may have seen before the disaster.
+        let log_id = LogId::new(
+            CommittedLeaderId::new(0, 0),
+            image.index + RESTORE_INDEX_GAP,
+        );
         let membership = Membership::new(vec![ids], nodes);
         let meta = SnapshotMeta {
             last_log_id: Some(log_id),

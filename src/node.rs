@@ -220,6 +220,36 @@ impl NodeObserver {
     pub fn status(&self) -> Vec<GroupStatus> {
         self.0.status()
     }
+
+    /// For each group this node votes in: `Ok(leader)` when it can serve it, else why not. A
+    /// leader counts only while a quorum has acknowledged it within the election timeout
+    /// (openraft 0.9 leaders cut off in a minority do not step down by themselves).
+    pub fn readiness(&self) -> Vec<(GroupId, Result<NodeId, String>)> {
+        let me = self.0.id;
+        let lease_ms = self.0.config.raft.election_timeout_max_ms;
+        let mut out = Vec::new();
+        for (group, h) in &self.0.groups {
+            let m = h.raft.metrics().borrow().clone();
+            if !m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == me)
+            {
+                continue;
+            }
+            let ready = match (m.current_leader, m.millis_since_quorum_ack) {
+                (None, _) => Err("no leader".to_string()),
+                (Some(l), Some(ms)) if l == me && ms > lease_ms => {
+                    Err(format!("leading without a quorum for {ms} ms"))
+                }
+                (Some(l), None) if l == me => Err("leading without a quorum".to_string()),
+                (Some(l), _) => Ok(l),
+            };
+            out.push((*group, ready));
+        }
+        out
+    }
 }
 
 fn raft_config(config: &NodeConfig) -> Result<openraft::Config> {
@@ -460,13 +490,18 @@ async fn backup_chunk(
         if let Err(e) = linearize(handle, now_ms, addresses).await {
             return ResponseBody::Error(e);
         }
+        // Copy the state under the lock; encode it off the async workers, without the lock.
         let image = {
             let m = handle.machine.read().expect("state lock");
-            crate::codec::encode(&crate::backup::GroupImage {
+            crate::backup::GroupImage {
                 group,
                 index: m.last_applied.map_or(0, |l| l.index),
                 state: m.state.to_image(),
-            })
+            }
+        };
+        let encoded = tokio::task::spawn_blocking(move || crate::codec::encode(&image)).await;
+        let Ok(image) = encoded else {
+            return ResponseBody::Error(WireError::Unavailable("encoding the image failed".into()));
         };
         let token = loop {
             let t = rand::RngCore::next_u64(&mut crate::raft::ThreadRng);
@@ -493,6 +528,13 @@ async fn backup_chunk(
     let end = start
         .saturating_add(limits::BACKUP_CHUNK_BYTES)
         .min(image.len());
+    if end == image.len() {
+        // The last chunk: the image is not kept past its backup.
+        let mut held = handle.backup.lock().expect("backup lock");
+        if held.as_ref().is_some_and(|(t, _)| *t == token) {
+            *held = None;
+        }
+    }
     ResponseBody::BackupChunk {
         token,
         total: image.len() as u64,
@@ -584,17 +626,63 @@ async fn apply_membership(
     }
     let ids: std::collections::BTreeSet<NodeId> = wanted.keys().copied().collect();
     info!(voters = ?ids, "changing voters");
-    let r = handle
+    // Voters left out stay on as learners at first: a voter removed outright never receives the
+    // configuration that removes it and campaigns forever (openraft stops replicating to it).
+    // As learners they receive it, then leave the group.
+    let mut r = handle
         .raft
-        .change_membership(ids, false)
+        .change_membership(ids.clone(), true)
         .await
         .map_err(fail)?;
+    let leaving: std::collections::BTreeSet<NodeId> = r
+        .membership
+        .as_ref()
+        .map(|m| m.learner_ids().filter(|l| !ids.contains(l)).collect())
+        .unwrap_or_default();
+    if !leaving.is_empty() {
+        wait_replicated(handle, &leaving, r.log_id.index).await;
+        info!(nodes = ?leaving, "removing former voters");
+        r = handle
+            .raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(leaving), false)
+            .await
+            .map_err(fail)?;
+    }
     let membership = r.membership.unwrap_or_default();
     Ok(crate::wire::MembershipReply {
         voters: membership.voter_ids().collect(),
         learners: membership.learner_ids().collect(),
         log_index: Some(r.log_id.index),
     })
+}
+
+/// How long a leaving voter gets to receive the configuration that makes it a learner; one
+/// that is down does not hold the change up longer.
+const LEAVING_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until the leader has replicated up to `index` to each of `nodes`.
+async fn wait_replicated(
+    handle: &GroupHandle,
+    nodes: &std::collections::BTreeSet<NodeId>,
+    index: u64,
+) {
+    let deadline = tokio::time::Instant::now() + LEAVING_CATCH_UP;
+    while tokio::time::Instant::now() < deadline {
+        let done = {
+            let m = handle.raft.metrics();
+            let m = m.borrow();
+            m.replication.as_ref().is_some_and(|r| {
+                nodes.iter().all(|n| {
+                    r.get(n)
+                        .is_some_and(|l| l.is_some_and(|l| l.index >= index))
+                })
+            })
+        };
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs (or joins) a ReadIndex round; afterwards the local state is linearizable.

@@ -146,6 +146,36 @@ async fn voters_move_while_clients_write_and_no_acknowledged_write_is_lost() {
         .expect("shrink");
     assert_eq!(m.voters, before[..2].to_vec());
 
+    // The removed voter learned it was removed (it got the configuration as a learner before
+    // leaving), so it does not campaign: its term stays put.
+    let gone = before[2];
+    let view = |status: Vec<(
+        String,
+        steadfast::error::Result<Vec<steadfast::wire::GroupStatus>>,
+    )>| {
+        status
+            .into_iter()
+            .flat_map(|(_, s)| s.unwrap_or_default())
+            .find(|s| s.node == gone && s.group == GroupId(1))
+    };
+    let mut settled = None;
+    for _ in 0..50 {
+        let s = view(client.status().await).expect("the removed node answers");
+        if !s.members.contains(&gone) {
+            settled = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = settled.expect("the removed voter learns the new configuration");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let later = view(client.status().await).expect("the removed node answers");
+    assert_eq!(
+        later.term, settled.term,
+        "a removed voter must not campaign"
+    );
+    assert_ne!(later.role, "Candidate");
+
     let acknowledged = writer.await.expect("writer");
     for (k, id) in ids.iter().enumerate() {
         let view = client.get(*id).await.expect("read").expect("present");

@@ -1,8 +1,9 @@
 //! The admin HTTP listener of `steadfast serve`: liveness, readiness, status and metrics.
 //!
 //! - `GET /livez`: 200 while the process answers (no dependency checks: no crash loops).
-//! - `GET /readyz`: 200 when every group this node votes in has a known leader and shutdown has
-//!   not begun; otherwise 503. The body lists each check.
+//! - `GET /readyz`: 200 when every group this node votes in has a known leader (itself only
+//!   while a quorum acknowledges it) and shutdown has not begun; otherwise 503. The body lists
+//!   each check.
 //! - `GET /status`: every hosted group's status as JSON (what `ctl status` shows).
 //! - `GET /metrics`: Prometheus text: request counters and latency histograms, plus per-group
 //!   gauges (term, leadership, log and applied index, sessions) read at scrape time.
@@ -40,21 +41,17 @@ pub fn router(admin: Admin) -> Router {
 }
 
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
-    let me = admin.node.id();
     let mut ready = !admin.stopping.load(Ordering::Acquire);
     let mut body = String::new();
     if !ready {
         body.push_str("shutting down\n");
     }
-    for g in admin.node.status() {
-        if !g.members.contains(&me) {
-            continue;
-        }
-        match g.leader {
-            Some(l) => body.push_str(&format!("group {}: leader {l}\n", g.group.0)),
-            None => {
+    for (group, check) in admin.node.readiness() {
+        match check {
+            Ok(leader) => body.push_str(&format!("group {}: leader {leader}\n", group.0)),
+            Err(why) => {
                 ready = false;
-                body.push_str(&format!("group {}: no leader\n", g.group.0));
+                body.push_str(&format!("group {}: {why}\n", group.0));
             }
         }
     }

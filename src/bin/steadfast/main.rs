@@ -687,6 +687,14 @@ fn parse_attrs(items: &[String]) -> anyhow::Result<Attributes> {
 async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(args.endpoints.list);
     config.request_timeout = Duration::from_millis(args.timeout_ms);
+    if matches!(
+        args.command,
+        CtlCmd::Voters { .. } | CtlCmd::ReplaceNode { .. } | CtlCmd::Backup { .. }
+    ) {
+        // One attempt may take long (catching a new voter up, encoding a large image); a
+        // retry would start the same work over on the node, which keeps running the first.
+        config.attempt_timeout = config.request_timeout;
+    }
     let client = Client::connect(config).await.context("connecting")?;
     match args.command {
         CtlCmd::Status => {
@@ -851,7 +859,7 @@ async fn restore_node(
     }
     if config.data_dir.join("sled").exists() {
         bail!(
-            "{} already holds data; restore into an empty data directory",
+            "{} already holds data; restore into an empty data directory (after a failed restore, delete the partial one and retry)",
             config.data_dir.display()
         );
     }
