@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration as TtlDuration;
 
-use crate::adapters::delta::{save_delta, store_type, SaveFailure, Snapshot};
+use crate::adapters::delta::{store_type, SaveFailure, Snapshot};
 use crate::adapters::{create_options, millis_at_least_one};
 use crate::client::Update;
 use crate::command::Attributes;
@@ -136,28 +136,8 @@ impl SessionStore for SteadfastActixStore {
                 "not a steadfast session key"
             )));
         };
-        let desired = attributes(state);
-        let loaded = self.core.loaded.take(id);
-        match save_delta(
-            &self.core.client,
-            id,
-            loaded,
-            &desired,
-            Some(ttl(ttl_)),
-            self.core.policy,
-        )
-        .await
-        {
-            Ok(written) => {
-                self.core.loaded.remember(
-                    id,
-                    Snapshot {
-                        version: written.version,
-                        attributes: desired,
-                    },
-                );
-                Ok(session_key)
-            }
+        match self.core.save(id, attributes(state), Some(ttl(ttl_))).await {
+            Ok(_) => Ok(session_key),
             Err(SaveFailure::Store(e)) => Err(UpdateError::Other(e.into())),
             Err(e) => Err(UpdateError::Other(e.into())),
         }

@@ -41,6 +41,34 @@ impl StoreCore {
         }
     }
 
+    /// Writes `desired` as the delta against what this request loaded for `id` (or a full set
+    /// without a snapshot), and remembers the result as the new snapshot.
+    pub(crate) async fn save(
+        &self,
+        id: SessionId,
+        desired: Attributes,
+        idle_timeout: Option<Duration>,
+    ) -> Result<Written, SaveFailure> {
+        let loaded = self.loaded.take(id);
+        let written = save_delta(
+            &self.client,
+            id,
+            loaded,
+            &desired,
+            idle_timeout,
+            self.policy,
+        )
+        .await?;
+        self.loaded.remember(
+            id,
+            Snapshot {
+                version: written.version,
+                attributes: desired,
+            },
+        );
+        Ok(written)
+    }
+
     /// `Debug` for the store named `name` (no session data, no secrets).
     pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct(name)

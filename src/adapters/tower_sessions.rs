@@ -39,7 +39,7 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use crate::adapters::delta::{save_delta, store_type, SaveFailure, Snapshot};
+use crate::adapters::delta::{store_type, SaveFailure, Snapshot};
 use crate::adapters::{create_options, millis_at_least_one};
 use crate::command::Attributes;
 use crate::error::Error;
@@ -140,32 +140,14 @@ impl SessionStore for SteadfastStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let id = session_id(&record.id);
-        let loaded = self.core.loaded.take(id);
         let Some(idle) = remaining(record.expiry_date) else {
             // Saved already expired: the session is over.
+            self.core.loaded.take(id);
             return self.delete(&record.id).await;
         };
         let desired = encode(&record.data)?;
-        match save_delta(
-            &self.core.client,
-            id,
-            loaded,
-            &desired,
-            Some(idle),
-            self.core.policy,
-        )
-        .await
-        {
-            Ok(written) => {
-                self.core.loaded.remember(
-                    id,
-                    Snapshot {
-                        version: written.version,
-                        attributes: desired,
-                    },
-                );
-                Ok(())
-            }
+        match self.core.save(id, desired, Some(idle)).await {
+            Ok(_) => Ok(()),
             Err(e @ (SaveFailure::Gone | SaveFailure::Conflict { .. })) => Err(backend(e)),
             Err(SaveFailure::Store(e)) => Err(backend(e)),
         }
