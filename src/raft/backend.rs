@@ -233,9 +233,7 @@ impl SledBackend {
                 .mode(sled::Mode::HighThroughput)
                 .open();
             match opened {
-                Err(sled::Error::Io(e))
-                    if e.kind() == io::ErrorKind::WouldBlock && attempts < OPEN_LOCK_RETRIES =>
-                {
+                Err(e) if lock_held(&e) && attempts < OPEN_LOCK_RETRIES => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -258,6 +256,19 @@ impl SledBackend {
 
     fn snapshot_path(&self, group: GroupId) -> PathBuf {
         self.dir.join(format!("snapshot-g{}.bin", group.0))
+    }
+}
+
+/// Whether opening failed only because another handle holds the Db's file lock. sled 0.34 turns
+/// the lock's `WouldBlock` into an `ErrorKind::Other` error saying "could not acquire lock", so the
+/// kind alone is not enough.
+fn lock_held(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(e) => {
+            e.kind() == io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
@@ -390,6 +401,24 @@ mod tests {
             image.meta.is_empty(),
             "the write after the crash point is gone"
         );
+    }
+
+    #[test]
+    fn reopening_waits_for_a_handle_that_is_still_closing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = SledBackend::open(dir.path()).expect("open");
+        first
+            .write(GroupId(0), WriteOp::Meta(MetaKey::Vote, b"v".to_vec()))
+            .expect("w");
+        // The old handle is dropped 200 ms after the reopen starts, as sled's flusher does.
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = SledBackend::open(dir.path()).expect("reopen waits for the lock");
+        closer.join().expect("closer");
+        let image = second.load(GroupId(0)).expect("load");
+        assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v".to_vec()));
     }
 
     #[test]
