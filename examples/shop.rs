@@ -164,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
                 raft: RaftTuning::default(),
                 sessions: SessionDefaults::default(),
                 namespaces: Default::default(),
+                tls: None,
             },
         }
     } else {

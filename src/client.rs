@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::id::{principal_group, ClientId, GroupId, NodeId, SessionId};
 use crate::limits;
 use crate::state::{Event, SessionView};
+use crate::tls::Tls;
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
 use crate::wire::{
     ClientRequest, GroupStatus, MembershipReply, ReadReply, RequestBody, ResponseBody, Topology,
@@ -35,6 +36,9 @@ pub struct ClientConfig {
     pub client_id: Option<ClientId>,
     /// The application namespace whose defaults and limits apply ("" = cluster defaults).
     pub namespace: String,
+    /// Mutual TLS: this client's certificate and the cluster CA ([`Tls::load`]). `None` speaks
+    /// plain TCP, which a cluster serving TLS refuses.
+    pub tls: Option<Tls>,
 }
 
 impl ClientConfig {
@@ -46,7 +50,14 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(2),
             client_id: None,
             namespace: String::new(),
+            tls: None,
         }
+    }
+
+    /// Connects with mutual TLS as `tls`.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -120,9 +131,13 @@ struct ClientInner {
 }
 
 impl Client {
-    /// Connects over TCP.
+    /// Connects over TCP, with mutual TLS when `config.tls` is set.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
-        Self::connect_with(config, Arc::new(TcpConnector)).await
+        let connector: Arc<dyn Connector> = match &config.tls {
+            Some(tls) => Arc::new(tls.connector()),
+            None => Arc::new(TcpConnector),
+        };
+        Self::connect_with(config, connector).await
     }
 
     /// Connects through `connector` (the simulation passes its own).
@@ -653,6 +668,17 @@ async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> 
             {
                 Ok(ResponseBody::Topology(t)) => return Ok(t),
                 Ok(other) => last = unexpected(other),
+                Err(TransportError::Closed) => {
+                    let hint = if config.tls.is_some() {
+                        ""
+                    } else {
+                        " (a cluster serving mutual TLS closes plain connections: configure the \
+                         client's TLS)"
+                    };
+                    last = Error::Unavailable(format!(
+                        "{endpoint} closed the connection without answering{hint}"
+                    ));
+                }
                 Err(e) => last = transport(e),
             }
         }

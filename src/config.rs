@@ -48,6 +48,9 @@ pub struct NodeConfig {
     /// empty name means `default`); an unconfigured one gets `sessions` defaults and no limits.
     #[serde(default)]
     pub namespaces: BTreeMap<String, Namespace>,
+    /// Mutual TLS on the data port (`[tls]` with `cert`, `key`, `ca`); plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// One application's session defaults and limits.
@@ -232,5 +235,11 @@ heartbeat_ms = 50
         assert!(NodeConfig::from_toml(&SAMPLE.replace("id = 2\n", "id = 9\n")).is_err());
         assert!(NodeConfig::from_toml(&SAMPLE.replace("groups = 4", "groups = 0")).is_err());
         assert!(NodeConfig::from_toml(&format!("{SAMPLE}\nbogus = 1")).is_err());
+        let tls = "\n[tls]\ncert = \"n.pem\"\nkey = \"n-key.pem\"\nca = \"ca.pem\"\n";
+        let c = NodeConfig::from_toml(&format!("{SAMPLE}{tls}")).expect("tls section");
+        assert_eq!(c.tls.expect("tls").ca, PathBuf::from("ca.pem"));
+        let no_ca = tls.replace("ca = \"ca.pem\"\n", "");
+        let err = NodeConfig::from_toml(&format!("{SAMPLE}{no_ca}")).unwrap_err();
+        assert!(err.to_string().contains("ca"), "{err}");
     }
 }

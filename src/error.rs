@@ -57,6 +57,9 @@ pub enum Error {
     /// Local I/O failed (disk, sockets).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// TLS material could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The configuration is unusable; fix it and restart.
     #[error("configuration: {0}")]
     Config(String),

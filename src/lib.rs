@@ -30,6 +30,7 @@ pub mod limits;
 pub mod node;
 pub mod raft;
 pub mod state;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

@@ -51,14 +51,19 @@ pub trait Listener: Send + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TcpConnector;
 
+impl TcpConnector {
+    /// A TCP connection to `addr` with Nagle's algorithm off.
+    pub async fn connect_tcp(addr: &str) -> io::Result<tokio::net::TcpStream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+}
+
 impl Connector for TcpConnector {
     fn connect(&self, addr: &str) -> BoxFuture<'_, io::Result<BoxStream>> {
         let addr = addr.to_string();
-        Box::pin(async move {
-            let s = tokio::net::TcpStream::connect(addr).await?;
-            s.set_nodelay(true)?;
-            Ok(Box::new(s) as BoxStream)
-        })
+        Box::pin(async move { Ok(Box::new(Self::connect_tcp(&addr).await?) as BoxStream) })
     }
 }
 

@@ -160,6 +160,7 @@ fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
                 ..Default::default()
             },
         )]),
+        tls: None,
     }
 }
 

@@ -32,10 +32,14 @@ use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::node::{Node, NodeOptions};
 use crate::raft::backend::SledBackend;
-use crate::transport::TcpConnector;
+use crate::tls::{self, Tls};
 
 /// Where an app's sessions live.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once at startup; boxing would only make the literal noisier"
+)]
 pub enum Backend {
     /// An existing cluster, reached over TCP at any of `endpoints`.
     Connect {
@@ -93,7 +97,12 @@ impl Steadfast {
                 let fresh = !config.data_dir.join("sled").exists();
                 std::fs::create_dir_all(&config.data_dir)?;
                 let backend = SledBackend::open(&config.data_dir)?;
-                let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+                let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+                let (connector, listener) = tls::bind(&config.listen, tls.as_ref()).await?;
+                if client.tls.is_none() {
+                    // The node's own identity serves as the in-process client's.
+                    client.tls = tls;
+                }
                 // Our own advertised address first, then the peers.
                 let own = config
                     .peers
@@ -113,8 +122,8 @@ impl Steadfast {
                     config,
                     backend: Arc::new(backend),
                     clock: Arc::new(SystemClock),
-                    connector: Arc::new(TcpConnector),
-                    listener: Box::new(listener),
+                    connector,
+                    listener,
                     bootstrap: fresh,
                 })
                 .await?;

@@ -14,6 +14,7 @@ mod props;
 mod protocol;
 mod storage_suite;
 mod support;
+mod tls;
 mod web_actix;
 mod web_axum;
 mod web_failover;

@@ -8,7 +8,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use steadfast::client::{ClientConfig, CreateOptions, Update};
+use steadfast::client::{CreateOptions, Update};
 use steadfast::command::Attributes;
 use steadfast::{Client, SessionId};
 
@@ -53,7 +53,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.clients > 0 && args.sessions > 0,
         "--clients and --sessions must be positive"
     );
-    let client = Client::connect(ClientConfig::new(args.endpoints.list.clone()))
+    let client = Client::connect(args.endpoints.client_config()?)
         .await
         .context("connecting")?;
     let mut ids = Vec::with_capacity(args.sessions);

@@ -12,7 +12,7 @@ use steadfast::command::Attributes;
 use steadfast::config::{NodeConfig, Peer};
 use steadfast::node::{Node, NodeOptions};
 use steadfast::raft::backend::SledBackend;
-use steadfast::transport::TcpConnector;
+use steadfast::tls::{DevPki, Tls, TlsFiles};
 use steadfast::{Client, SessionId};
 
 #[cfg(feature = "axum")]
@@ -42,6 +42,25 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Install a backup into this node's (empty) data directory; then `serve` as usual.
     Restore(RestoreArgs),
+    /// Make a development CA plus node and client certificates for mutual TLS.
+    Certs(CertsArgs),
+}
+
+#[derive(Args, Debug)]
+struct CertsArgs {
+    /// Directory for ca.pem, ca-key.pem, node.pem, node-key.pem, client.pem, client-key.pem.
+    #[arg(long)]
+    out: PathBuf,
+    /// Host names and IP addresses the node certificate is valid for, comma separated: every
+    /// address peers and clients dial.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+    hosts: Vec<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// A name for the cluster, written into the certificates' common names.
+    #[arg(long, default_value = "dev")]
+    cluster: String,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +138,19 @@ struct ServeArgs {
     /// Default namespace: refuse | evict_oldest when a principal has too many sessions.
     #[arg(long, env = "STEADFAST_WHEN_PRINCIPAL_FULL")]
     when_principal_full: Option<String>,
+    /// Mutual TLS on the data port: this node's certificate (PEM; `[tls] cert`).
+    #[arg(long, env = "STEADFAST_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM; `[tls] key`).
+    #[arg(long, env = "STEADFAST_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA every peer and client must chain to (PEM; `[tls] ca`).
+    #[arg(long, env = "STEADFAST_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Serve plain TCP on a non-loopback address (without TLS anyone who reaches the port can
+    /// read and write every session).
+    #[arg(long, env = "STEADFAST_INSECURE")]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +170,10 @@ struct UpArgs {
     /// Restore this backup into the (empty) data directory before starting.
     #[arg(long)]
     restore: Option<PathBuf>,
+    /// Run with mutual TLS: a development CA and certificates are made under <data-dir>/tls
+    /// (kept and reused on later runs).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Where a running cluster is: shared by `ctl` and `bench`.
@@ -151,6 +187,30 @@ pub struct Endpoints {
         default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
     )]
     pub list: Vec<String>,
+    /// Mutual TLS: this client's certificate (PEM).
+    #[arg(long, env = "STEADFAST_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "STEADFAST_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM).
+    #[arg(long, env = "STEADFAST_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Endpoints {
+    /// Client settings for these endpoints, with TLS when configured.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let config = ClientConfig::new(self.list.clone());
+        Ok(match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => config.with_tls(Tls::load(&TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })?),
+            _ => config,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +370,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Ctl(args) => ctl(args).await,
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Restore(args) => restore(args).await,
+            Cmd::Certs(args) => certs(args),
         }
     })
 }
@@ -342,6 +403,14 @@ fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = args.groups {
         set("groups", toml::Value::Integer(v.into()));
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        let files = steadfast::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        };
+        set("tls", toml::Value::try_from(files)?);
     }
     if let Some(v) = args.replicas {
         set("replicas", toml::Value::Integer(v.into()));
@@ -442,21 +511,38 @@ fn parse_peers(items: &[String]) -> anyhow::Result<Vec<Peer>> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let join = args.join;
+    let insecure = args.insecure;
     let admin_listen = args.admin_listen.clone();
     let config = load_config(args)?;
+    let tls = match &config.tls {
+        Some(files) => Some(Tls::load(files)?),
+        None if insecure || is_loopback(&config.listen) => None,
+        None => bail!(
+            "refusing to serve plain TCP on {}: anyone who reaches it could read and write every \
+             session. Configure mutual TLS (--tls-cert, --tls-key, --tls-ca; `steadfast certs` \
+             makes a development CA) or pass --insecure",
+            config.listen
+        ),
+    };
     let fresh = !config.data_dir.join("sled").exists();
     let backend = SledBackend::open(&config.data_dir)
         .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
+    let (connector, listener) = steadfast::tls::bind(&config.listen, tls.as_ref())
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(id = config.id, listen = %config.listen, fresh, "starting node");
+    tracing::info!(
+        id = config.id,
+        listen = %config.listen,
+        fresh,
+        tls = tls.is_some(),
+        "starting node"
+    );
     let node = Node::start(NodeOptions {
         config,
         backend: Arc::new(backend),
         clock: Arc::new(steadfast::clock::SystemClock),
-        connector: Arc::new(TcpConnector),
-        listener: Box::new(listener),
+        connector,
+        listener,
         bootstrap: fresh && !join,
     })
     .await?;
@@ -473,6 +559,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// Whether `listen` only accepts connections from this machine.
+fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host == "localhost"),
+    }
 }
 
 #[cfg(feature = "axum")]
@@ -519,9 +615,71 @@ async fn shutdown_signal() {
     }
 }
 
+fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    if args.out.join("ca.pem").exists() {
+        bail!(
+            "{} already holds a CA; pick another directory (a new CA would not trust the \
+             certificates it signed)",
+            args.out.display()
+        );
+    }
+    let pki = dev_pki(&args.cluster, &args.hosts, args.days)?;
+    let (node, client) = pki.write_to(&args.out)?;
+    println!(
+        "wrote a development CA and certificates to {}",
+        args.out.display()
+    );
+    println!(
+        "nodes:   --tls-cert {} --tls-key {} --tls-ca {}",
+        node.cert.display(),
+        node.key.display(),
+        node.ca.display()
+    );
+    println!(
+        "clients: --tls-cert {} --tls-key {} --tls-ca {}",
+        client.cert.display(),
+        client.key.display(),
+        client.ca.display()
+    );
+    println!(
+        "keep ca-key.pem offline; node.pem is valid for {}",
+        args.hosts.join(", ")
+    );
+    Ok(())
+}
+
+fn dev_pki(cluster: &str, hosts: &[String], days: u32) -> anyhow::Result<DevPki> {
+    let now = time::OffsetDateTime::now_utc();
+    Ok(DevPki::generate(
+        cluster,
+        hosts,
+        now - time::Duration::hours(1),
+        now + time::Duration::days(days.into()),
+    )?)
+}
+
+/// `up --tls`: the development certificates under `dir/tls`, made on first use.
+fn up_tls(dir: &std::path::Path) -> anyhow::Result<(TlsFiles, TlsFiles)> {
+    let tls_dir = dir.join("tls");
+    if tls_dir.join("ca.pem").exists() {
+        let files = |cert: &str, key: &str| TlsFiles {
+            cert: tls_dir.join(cert),
+            key: tls_dir.join(key),
+            ca: tls_dir.join("ca.pem"),
+        };
+        return Ok((
+            files("node.pem", "node-key.pem"),
+            files("client.pem", "client-key.pem"),
+        ));
+    }
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    Ok(dev_pki("local", &hosts, 365)?.write_to(&tls_dir)?)
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
+    let tls = if args.tls { Some(up_tls(&dir)?) } else { None };
     let addrs: Vec<String> = (0..3)
         .map(|i| format!("127.0.0.1:{}", args.base_port + i))
         .collect();
@@ -566,6 +724,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 &args.groups.to_string(),
             ])
             .kill_on_drop(true);
+        if let Some((node, _)) = &tls {
+            command
+                .arg("--tls-cert")
+                .arg(&node.cert)
+                .arg("--tls-key")
+                .arg(&node.key)
+                .arg("--tls-ca")
+                .arg(&node.ca);
+        }
         let spec = NodeProcess {
             number: i + 1,
             command,
@@ -574,13 +741,26 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         };
         supervisors.push(tokio::spawn(supervise(spec, stop_rx.clone())));
     }
-    let client = wait_ready(&addrs).await?;
+    let client_tls = match &tls {
+        Some((_, client)) => Some(Tls::load(client)?),
+        None => None,
+    };
+    let client = wait_ready(&addrs, client_tls).await?;
     println!(
         "steadfast: local 3-node cluster is up ({} groups), data under {}",
         args.groups,
         dir.display()
     );
     println!("endpoints: {}", addrs.join(","));
+    if let Some((_, client)) = &tls {
+        println!("mutual TLS is on; clients need, in every terminal:");
+        println!(
+            "  export STEADFAST_TLS_CERT={} STEADFAST_TLS_KEY={} STEADFAST_TLS_CA={}",
+            client.cert.display(),
+            client.key.display(),
+            client.ca.display()
+        );
+    }
     let (id, w) = client
         .create(
             Attributes::from([("demo".into(), b"hello".to_vec())]),
@@ -651,8 +831,10 @@ async fn supervise(
     }
 }
 
-async fn wait_ready(addrs: &[String]) -> anyhow::Result<Client> {
-    let client = Client::connect(ClientConfig::new(addrs.to_vec()))
+async fn wait_ready(addrs: &[String], tls: Option<Tls>) -> anyhow::Result<Client> {
+    let mut config = ClientConfig::new(addrs.to_vec());
+    config.tls = tls;
+    let client = Client::connect(config)
         .await
         .context("connecting to the local cluster")?;
     for _ in 0..200 {
@@ -685,7 +867,7 @@ fn parse_attrs(items: &[String]) -> anyhow::Result<Attributes> {
 }
 
 async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new(args.endpoints.list);
+    let mut config = args.endpoints.client_config()?;
     config.request_timeout = Duration::from_millis(args.timeout_ms);
     if matches!(
         args.command,

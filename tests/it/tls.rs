@@ -1,0 +1,155 @@
+//! Mutual TLS on the data port: a cluster whose nodes talk Raft to each other over TLS serves
+//! clients holding a certificate from the cluster CA, and refuses plain clients and clients of
+//! another CA.
+
+use std::process::Command;
+use std::time::Duration;
+
+use steadfast::client::{ClientConfig, CreateOptions, Update};
+use steadfast::command::Attributes;
+use steadfast::tls::{DevPki, Tls, TlsFiles};
+use steadfast::{Client, Error};
+
+use crate::support::{serial, Cluster};
+
+fn pki(dir: &std::path::Path, cluster: &str) -> (TlsFiles, TlsFiles) {
+    let from = time::OffsetDateTime::UNIX_EPOCH;
+    let to = from + time::Duration::days(365 * 200);
+    DevPki::generate(cluster, &["127.0.0.1".into()], from, to)
+        .expect("generate")
+        .write_to(dir)
+        .expect("write")
+}
+
+fn config(c: &Cluster, tls: Option<&TlsFiles>) -> ClientConfig {
+    let mut config = ClientConfig::new(c.addrs.clone());
+    config.request_timeout = Duration::from_secs(20);
+    config.attempt_timeout = Duration::from_millis(1500);
+    config.tls = tls.map(|f| Tls::load(f).expect("load client tls"));
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_mutual_tls_serves_its_clients_and_refuses_strangers() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, client_files) = pki(&dir.path().join("ours"), "ours");
+    let (_, stranger) = pki(&dir.path().join("theirs"), "theirs");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut c = Cluster::start_with_args(
+        3,
+        2,
+        &[
+            "--tls-cert",
+            &path(&node.cert),
+            "--tls-key",
+            &path(&node.key),
+            "--tls-ca",
+            &path(&node.ca),
+        ],
+    );
+
+    // Elections and replication run between the nodes over TLS.
+    let client = Client::connect(config(&c, Some(&client_files)))
+        .await
+        .expect("a client of the cluster CA connects");
+    let leaders = c.wait_leaders(&client).await;
+    let (id, w) = client
+        .create(
+            Attributes::from([("cart".into(), b"book".to_vec())]),
+            CreateOptions::default(),
+        )
+        .await
+        .expect("create");
+    let w2 = client
+        .update(
+            id,
+            Update::default()
+                .set("cart", "book,pen")
+                .if_version(w.version),
+        )
+        .await
+        .expect("update");
+    assert!(w2.version > w.version);
+
+    // A write still commits with the session group's leader gone: the two survivors replicate
+    // to each other over TLS.
+    let group = id.group(client.topology().groups).0 as usize;
+    let leader = leaders[group] as usize - 1;
+    c.kill(leader);
+    let w3 = client
+        .update(
+            id,
+            Update::default().set("paid", "yes").if_version(w2.version),
+        )
+        .await
+        .expect("update after the leader died");
+    let got = client.get(id).await.expect("get").expect("present");
+    assert_eq!(got.version, w3.version);
+    assert_eq!(
+        got.attributes.get("cart").map(Vec::as_slice),
+        Some(&b"book,pen"[..])
+    );
+    c.restart(leader);
+
+    // Plain TCP is refused, with a hint.
+    let mut plain = config(&c, None);
+    plain.request_timeout = Duration::from_secs(2);
+    match Client::connect(plain).await {
+        Err(Error::Unavailable(m)) => assert!(m.contains("TLS"), "{m}"),
+        Err(other) => panic!("unexpected error for a plain client: {other}"),
+        Ok(_) => panic!("a plain client was served"),
+    }
+    // A certificate from another CA is refused.
+    let mut theirs = config(&c, Some(&stranger));
+    theirs.request_timeout = Duration::from_secs(2);
+    assert!(
+        Client::connect(theirs).await.is_err(),
+        "a client of another CA was served"
+    );
+    // The other CA's client certificate is refused even by a client that trusts our CA.
+    let mixed = TlsFiles {
+        ca: client_files.ca.clone(),
+        ..stranger.clone()
+    };
+    let mut mixed_config = config(&c, Some(&mixed));
+    mixed_config.request_timeout = Duration::from_secs(2);
+    assert!(
+        Client::connect(mixed_config).await.is_err(),
+        "a certificate of another CA was accepted"
+    );
+
+    // `ctl` takes the client identity from the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["ctl", "--endpoints", &c.addrs.join(","), "session", "get"])
+        .arg(id.to_string())
+        .env("STEADFAST_TLS_CERT", &client_files.cert)
+        .env("STEADFAST_TLS_KEY", &client_files.key)
+        .env("STEADFAST_TLS_CA", &client_files.ca)
+        .output()
+        .expect("run ctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("book,pen"),
+        "ctl over TLS: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_node_refuses_plain_tcp_on_a_public_address_unless_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["serve", "--id", "1", "--listen", "0.0.0.0:0"])
+        .args(["--peers", "1=10.0.0.1:7001", "--data-dir"])
+        .arg(dir.path().join("node"))
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "plain serve on 0.0.0.0 started");
+    assert!(stderr.contains("refusing to serve plain TCP"), "{stderr}");
+    assert!(
+        !dir.path().join("node").exists(),
+        "nothing is written before refusing"
+    );
+}
