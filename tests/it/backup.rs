@@ -137,11 +137,21 @@ async fn a_cluster_restored_from_a_backup_has_every_session_at_its_version() {
         "--data-dir",
         target.to_str().expect("utf-8"),
     ];
+    // A failed earlier attempt left its staging directory behind: it is cleared, and the
+    // restore lands in the target only when complete.
+    let staging = dir.path().join("node1.restoring");
+    std::fs::create_dir_all(staging.join("sled")).expect("leftover");
+    std::fs::write(staging.join("sled").join("junk"), b"half a restore").expect("leftover");
     let first = restore_cmd(&file, &node);
     assert!(first.status.success(), "{first:?}");
+    assert!(
+        !staging.exists(),
+        "the staging directory is renamed into place"
+    );
+    assert!(target.join("sled").exists());
     let again = restore_cmd(&file, &node);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
     let mut wrong = node;
     wrong[7] = "8";
     let out = restore_cmd(&file, &wrong);

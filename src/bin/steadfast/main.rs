@@ -1039,14 +1039,29 @@ async fn restore_node(
             config.groups
         );
     }
-    if config.data_dir.join("sled").exists() {
+    let target = &config.data_dir;
+    let occupied = match std::fs::read_dir(target) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
+    };
+    if occupied {
         bail!(
-            "{} already holds data; restore into an empty data directory (after a failed restore, delete the partial one and retry)",
-            config.data_dir.display()
+            "{} is not empty; restore into an empty or new data directory",
+            target.display()
         );
     }
-    let backend = SledBackend::open(&config.data_dir)
-        .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
+    // Built beside the target and renamed into place only when complete, so a restore that
+    // fails halfway (disk full, killed) leaves no half-restored directory to be served.
+    let mut staging = target.as_os_str().to_owned();
+    staging.push(".restoring");
+    let staging = PathBuf::from(staging);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("removing the leftover {}", staging.display()))?;
+    }
+    let backend = SledBackend::open(&staging)
+        .with_context(|| format!("opening storage under {}", staging.display()))?;
     let restored = steadfast::backup::restore_into(
         backup,
         Arc::new(backend),
@@ -1055,6 +1070,19 @@ async fn restore_node(
         &config.addresses(),
     )
     .await?;
+    // Reopening waits until every handle of the restore closed the Db (its lock is free), so
+    // nothing writes under the staging path after the rename.
+    drop(SledBackend::open(&staging).context("reopening the restored storage")?);
+    if target.exists() {
+        std::fs::remove_dir(target).with_context(|| format!("replacing {}", target.display()))?;
+    }
+    std::fs::rename(&staging, target)
+        .with_context(|| format!("moving {} to {}", staging.display(), target.display()))?;
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", parent.display()))?;
+    }
     Ok(restored)
 }
 
