@@ -40,6 +40,23 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections whose handshake finished but that `accept` has not taken yet.
 const ACCEPTED_QUEUE: usize = 128;
 
+/// Handshakes in progress at once. Beyond this, new TCP connections are closed at once, so a
+/// flood of unauthenticated connections costs a bounded number of sockets.
+pub const HANDSHAKES_INFLIGHT_MAX: usize = 256;
+
+/// Prometheus counter of refused or timed-out handshakes, by `reason`.
+pub const METRIC_HANDSHAKES_FAILED: &str = "steadfast_tls_handshakes_failed_total";
+
+/// The files [`DevPki::write_to`] writes (`ca.pem` last, so its presence means the set is whole).
+pub const DEV_PKI_FILES: [&str; 6] = [
+    "ca-key.pem",
+    "node.pem",
+    "node-key.pem",
+    "client.pem",
+    "client-key.pem",
+    "ca.pem",
+];
+
 /// Where the PEM files are: the `[tls]` section of a node's config, or a client's flags.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,15 +173,16 @@ impl Tls {
     }
 
     /// Accepts TCP connections from `listener` and hands out those that complete a handshake with
-    /// a certificate chained to the CA. Must be called within a tokio runtime.
-    pub fn listener(&self, listener: tokio::net::TcpListener) -> TlsListener {
+    /// a certificate chained to the CA. Fails outside a tokio runtime.
+    pub fn listener(&self, listener: tokio::net::TcpListener) -> io::Result<TlsListener> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
         let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, acceptor, tx));
-        TlsListener {
+        let task = runtime.spawn(accept_loop(listener, acceptor, tx));
+        Ok(TlsListener {
             rx,
             task: task.abort_handle(),
-        }
+        })
     }
 }
 
@@ -176,7 +194,7 @@ pub async fn bind(
 ) -> io::Result<(Arc<dyn Connector>, Box<dyn Listener>)> {
     let tcp = tokio::net::TcpListener::bind(listen).await?;
     Ok(match tls {
-        Some(tls) => (Arc::new(tls.connector()), Box::new(tls.listener(tcp))),
+        Some(tls) => (Arc::new(tls.connector()), Box::new(tls.listener(tcp)?)),
         None => (Arc::new(TcpConnector), Box::new(tcp)),
     })
 }
@@ -268,13 +286,22 @@ impl Listener for TlsListener {
     }
 }
 
+/// Accepts TCP connections and runs each handshake in its own task (at most
+/// [`HANDSHAKES_INFLIGHT_MAX`] at once, each under [`HANDSHAKE_TIMEOUT`]). The tasks live in a
+/// `JoinSet` owned here, so dropping the listener (which aborts this loop) ends them too.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     tx: mpsc::Sender<BoxStream>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_INFLIGHT_MAX));
+    let mut handshakes = tokio::task::JoinSet::new();
     loop {
-        let (tcp, from) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        let (tcp, from) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -282,18 +309,31 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(METRIC_HANDSHAKES_FAILED, "reason" => "busy").increment(1);
+            debug!(%from, "too many TLS handshakes in progress; closing");
+            continue;
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "set_nodelay");
         }
         let acceptor = acceptor.clone();
         let tx = tx.clone();
-        tokio::spawn(async move {
+        handshakes.spawn(async move {
+            // Failures are logged at debug (a port scanner would flood warn) and counted.
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
+                    drop(slot);
                     let _ = tx.send(Box::new(tls) as BoxStream).await;
                 }
-                Ok(Err(e)) => warn!(%from, error = %e, "TLS handshake refused"),
-                Err(_) => warn!(%from, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    metrics::counter!(METRIC_HANDSHAKES_FAILED, "reason" => "refused").increment(1);
+                    debug!(%from, error = %e, "TLS handshake refused");
+                }
+                Err(_) => {
+                    metrics::counter!(METRIC_HANDSHAKES_FAILED, "reason" => "timeout").increment(1);
+                    debug!(%from, "TLS handshake timed out");
+                }
             }
         });
     }
@@ -384,17 +424,18 @@ impl DevPki {
     /// node's and the client's [`TlsFiles`].
     pub fn write_to(&self, dir: &Path) -> io::Result<(TlsFiles, TlsFiles)> {
         std::fs::create_dir_all(dir)?;
-        let files = [
-            ("ca.pem", &self.ca_cert, false),
-            ("ca-key.pem", &self.ca_key, true),
-            ("node.pem", &self.node_cert, false),
-            ("node-key.pem", &self.node_key, true),
-            ("client.pem", &self.client_cert, false),
-            ("client-key.pem", &self.client_key, true),
+        let texts = [
+            &self.ca_key,
+            &self.node_cert,
+            &self.node_key,
+            &self.client_cert,
+            &self.client_key,
+            &self.ca_cert,
         ];
-        for (name, text, secret) in files {
-            write_file(&dir.join(name), text.as_bytes(), secret)?;
+        for (name, text) in DEV_PKI_FILES.iter().zip(texts) {
+            write_file(&dir.join(name), text.as_bytes(), name.ends_with("-key.pem"))?;
         }
+        std::fs::File::open(dir)?.sync_all()?;
         let node = TlsFiles {
             cert: dir.join("node.pem"),
             key: dir.join("node-key.pem"),
@@ -429,13 +470,19 @@ impl DevPki {
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     if secret {
         options.mode(0o600);
     }
-    options.open(path)?.write_all(bytes)
+    let mut file = options.open(path)?;
+    if secret {
+        // `mode` applies only to a file this call creates; an existing one keeps its own.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 #[cfg(test)]

@@ -94,11 +94,17 @@ impl Steadfast {
             }
             Backend::Embedded { node: config } => {
                 config.validate()?;
-                let fresh = !config.data_dir.join("sled").exists();
-                std::fs::create_dir_all(&config.data_dir)?;
-                let backend = SledBackend::open(&config.data_dir)?;
+                // Everything that can fail on a bad setting (TLS files, the port) runs before
+                // the storage is created: a first start that fails after creating it would make
+                // the next start look like a restart and never initialize the groups.
                 let tls = config.tls.as_ref().map(Tls::load).transpose()?;
                 let (connector, listener) = tls::bind(&config.listen, tls.as_ref()).await?;
+                let fresh = !config.data_dir.join("sled").exists();
+                std::fs::create_dir_all(&config.data_dir)?;
+                let dir = config.data_dir.clone();
+                let backend = tokio::task::spawn_blocking(move || SledBackend::open(&dir))
+                    .await
+                    .map_err(std::io::Error::other)??;
                 if client.tls.is_none() {
                     // The node's own identity serves as the in-process client's.
                     client.tls = tls;

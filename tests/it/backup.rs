@@ -152,6 +152,15 @@ async fn a_cluster_restored_from_a_backup_has_every_session_at_its_version() {
     let again = restore_cmd(&file, &node);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+    // A trailing slash names the same directory (the staging one goes beside it, not inside).
+    let slashed = format!("{}/", dir.path().join("node2").display());
+    let mut node2 = node;
+    node2[11] = &slashed;
+    let out = restore_cmd(&file, &node2);
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("node2").join("sled").exists());
+    assert!(!dir.path().join("node2").join(".restoring").exists());
+    assert!(!dir.path().join("node2.restoring").exists());
     let mut wrong = node;
     wrong[7] = "8";
     let out = restore_cmd(&file, &wrong);

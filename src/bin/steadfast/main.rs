@@ -139,13 +139,13 @@ struct ServeArgs {
     #[arg(long, env = "STEADFAST_WHEN_PRINCIPAL_FULL")]
     when_principal_full: Option<String>,
     /// Mutual TLS on the data port: this node's certificate (PEM; `[tls] cert`).
-    #[arg(long, env = "STEADFAST_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, env = "STEADFAST_NODE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
     /// This node's private key (PEM; `[tls] key`).
-    #[arg(long, env = "STEADFAST_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    #[arg(long, env = "STEADFAST_NODE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
     tls_key: Option<PathBuf>,
     /// The cluster CA every peer and client must chain to (PEM; `[tls] ca`).
-    #[arg(long, env = "STEADFAST_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    #[arg(long, env = "STEADFAST_NODE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
     /// Serve plain TCP on a non-loopback address (without TLS anyone who reaches the port can
     /// read and write every session).
@@ -524,12 +524,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.listen
         ),
     };
-    let fresh = !config.data_dir.join("sled").exists();
-    let backend = SledBackend::open(&config.data_dir)
-        .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
+    // Bind before creating the storage: a first start that fails after creating it would make
+    // the next start look like a restart and never initialize the groups.
     let (connector, listener) = steadfast::tls::bind(&config.listen, tls.as_ref())
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let fresh = !config.data_dir.join("sled").exists();
+    let backend = SledBackend::open(&config.data_dir)
+        .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
     tracing::info!(
         id = config.id,
         listen = %config.listen,
@@ -649,19 +651,29 @@ fn certs(args: CertsArgs) -> anyhow::Result<()> {
 }
 
 fn dev_pki(cluster: &str, hosts: &[String], days: u32) -> anyhow::Result<DevPki> {
+    anyhow::ensure!(
+        (1..=36_500).contains(&days),
+        "--days must be 1..=36500, not {days}"
+    );
     let now = time::OffsetDateTime::now_utc();
+    let until = now
+        .checked_add(time::Duration::days(days.into()))
+        .context("--days reaches past what a certificate can say")?;
     Ok(DevPki::generate(
         cluster,
         hosts,
         now - time::Duration::hours(1),
-        now + time::Duration::days(days.into()),
+        until,
     )?)
 }
 
 /// `up --tls`: the development certificates under `dir/tls`, made on first use.
 fn up_tls(dir: &std::path::Path) -> anyhow::Result<(TlsFiles, TlsFiles)> {
     let tls_dir = dir.join("tls");
-    if tls_dir.join("ca.pem").exists() {
+    if steadfast::tls::DEV_PKI_FILES
+        .iter()
+        .all(|f| tls_dir.join(f).exists())
+    {
         let files = |cert: &str, key: &str| TlsFiles {
             cert: tls_dir.join(cert),
             key: tls_dir.join(key),
@@ -724,6 +736,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 &args.groups.to_string(),
             ])
             .kill_on_drop(true);
+        for var in [
+            "STEADFAST_NODE_TLS_CERT",
+            "STEADFAST_NODE_TLS_KEY",
+            "STEADFAST_NODE_TLS_CA",
+        ] {
+            // Only `--tls` decides whether these nodes use TLS, not the caller's shell.
+            command.env_remove(var);
+        }
         if let Some((node, _)) = &tls {
             command
                 .arg("--tls-cert")
@@ -1039,8 +1059,20 @@ async fn restore_node(
             config.groups
         );
     }
-    let target = &config.data_dir;
-    let occupied = match std::fs::read_dir(target) {
+    // `a/b/`, `./a/b` and `a/b` name the same directory; `.` or `/` name none we could rename.
+    let target: PathBuf = config.data_dir.components().collect();
+    let Some(name) = target.file_name().map(|n| n.to_os_string()) else {
+        bail!(
+            "restore needs the data directory by name (not {}): give a new or empty directory \
+             such as ./node1",
+            config.data_dir.display()
+        );
+    };
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let occupied = match std::fs::read_dir(&target) {
         Ok(mut entries) => entries.next().is_some(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
@@ -1051,15 +1083,16 @@ async fn restore_node(
             target.display()
         );
     }
-    // Built beside the target and renamed into place only when complete, so a restore that
-    // fails halfway (disk full, killed) leaves no half-restored directory to be served.
-    let mut staging = target.as_os_str().to_owned();
-    staging.push(".restoring");
-    let staging = PathBuf::from(staging);
+    // Built beside the target and renamed into place only when complete and durable, so a
+    // restore that fails or crashes halfway leaves no half-restored directory to be served.
+    let mut staging_name = name;
+    staging_name.push(".restoring");
+    let staging = parent.join(staging_name);
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("removing the leftover {}", staging.display()))?;
     }
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let backend = SledBackend::open(&staging)
         .with_context(|| format!("opening storage under {}", staging.display()))?;
     let restored = steadfast::backup::restore_into(
@@ -1073,17 +1106,33 @@ async fn restore_node(
     // Reopening waits until every handle of the restore closed the Db (its lock is free), so
     // nothing writes under the staging path after the rename.
     drop(SledBackend::open(&staging).context("reopening the restored storage")?);
-    if target.exists() {
-        std::fs::remove_dir(target).with_context(|| format!("replacing {}", target.display()))?;
-    }
-    std::fs::rename(&staging, target)
-        .with_context(|| format!("moving {} to {}", staging.display(), target.display()))?;
-    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", parent.display()))?;
-    }
+    sync_tree(&staging).with_context(|| format!("syncing {}", staging.display()))?;
+    // rename(2) replaces an empty directory; a mount point cannot be replaced (EBUSY).
+    std::fs::rename(&staging, &target).with_context(|| {
+        format!(
+            "moving {} to {} (a data directory that is a mount point cannot be replaced: \
+             restore into a directory inside it)",
+            staging.display(),
+            target.display()
+        )
+    })?;
+    std::fs::File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", parent.display()))?;
     Ok(restored)
+}
+
+/// fsyncs every file and directory under `dir` (a restored data directory: a handful of files).
+fn sync_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        } else {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn parse_voters(items: &[String]) -> anyhow::Result<Vec<(u64, String)>> {
