@@ -176,3 +176,26 @@ fn a_node_refuses_plain_tcp_on_a_public_address_unless_told() {
         "nothing is written before refusing"
     );
 }
+
+#[test]
+fn a_node_that_cannot_bind_creates_no_storage() {
+    // Otherwise its next start would see a data directory, take itself for a restarted node and
+    // never initialize its groups.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["serve", "--id", "1", "--listen", &addr])
+        .args(["--peers", &format!("1={addr}"), "--replicas", "1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("node"))
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success(), "serve started on a taken port");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("binding"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("node").join("sled").exists());
+}
