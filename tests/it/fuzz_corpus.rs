@@ -379,6 +379,11 @@ logs_kept_after_snapshot = 100
 [sessions]
 idle_timeout_ms = 1800000
 expire_tick_ms = 500
+
+[tls]
+cert = "/etc/steadfast/node.pem"
+key = "/etc/steadfast/node-key.pem"
+ca = "/etc/steadfast/ca.pem"
 "#;
 
 const CONFIG_SMALL: &str = r#"id = 1
