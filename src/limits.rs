@@ -34,6 +34,8 @@ pub const EVENTS_PER_WATCH_MAX: usize = 512;
 pub const GROUPS_MAX: u32 = 1024;
 /// The largest piece of a backup image sent in one response.
 pub const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
+/// Backup images a group's leader keeps at once while they are fetched (a memory bound).
+pub const BACKUP_IMAGES_HELD_MAX: usize = 2;
 /// The most voters one group may have.
 pub const VOTERS_MAX: usize = 7;
 /// The longest node address accepted in a membership change.

@@ -83,8 +83,9 @@ struct GroupHandle {
     expiring: AtomicBool,
     /// Sessions read since the last touch batch, with the replicated time of the read.
     touches: Mutex<BTreeMap<crate::id::SessionId, u64>>,
-    /// The last backup image taken here, by token (served in chunks).
-    backup: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// The latest backup images taken here, by token (served in chunks), oldest first; at most
+    /// [`limits::BACKUP_IMAGES_HELD_MAX`], so concurrent backups do not evict each other.
+    backup: Mutex<std::collections::VecDeque<(u64, Arc<Vec<u8>>)>>,
 }
 
 impl Node {
@@ -510,12 +511,18 @@ async fn backup_chunk(
             }
         };
         let image = Arc::new(image);
-        *handle.backup.lock().expect("backup lock") = Some((token, image.clone()));
+        let mut held = handle.backup.lock().expect("backup lock");
+        held.push_back((token, image.clone()));
+        while held.len() > limits::BACKUP_IMAGES_HELD_MAX {
+            held.pop_front();
+        }
+        drop(held);
         (token, image)
     } else {
-        match &*handle.backup.lock().expect("backup lock") {
-            Some((t, image)) if *t == token => (token, image.clone()),
-            _ => {
+        let held = handle.backup.lock().expect("backup lock");
+        match held.iter().find(|(t, _)| *t == token) {
+            Some((_, image)) => (token, image.clone()),
+            None => {
                 return ResponseBody::Error(WireError::Invalid(
                     "backup image no longer held here; start again with token 0".into(),
                 ))
@@ -530,10 +537,11 @@ async fn backup_chunk(
         .min(image.len());
     if end == image.len() {
         // The last chunk: the image is not kept past its backup.
-        let mut held = handle.backup.lock().expect("backup lock");
-        if held.as_ref().is_some_and(|(t, _)| *t == token) {
-            *held = None;
-        }
+        handle
+            .backup
+            .lock()
+            .expect("backup lock")
+            .retain(|(t, _)| *t != token);
     }
     ResponseBody::BackupChunk {
         token,

@@ -3,10 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
+use steadfast::backup::GroupImage;
 use steadfast::client::{CreateOptions, Update};
 use steadfast::command::Attributes;
-use steadfast::{Error, SessionId};
+use steadfast::transport::{Pool, TcpConnector};
+use steadfast::wire::{ClientRequest, RequestBody, ResponseBody, WireError};
+use steadfast::{limits, Error, GroupId, SessionId};
 
 use crate::support::{serial, Cluster};
 
@@ -165,4 +170,57 @@ async fn a_cluster_restored_from_a_backup_has_every_session_at_its_version() {
     wrong[7] = "8";
     let out = restore_cmd(&file, &wrong);
     assert!(String::from_utf8_lossy(&out.stderr).contains("4 groups"));
+}
+
+/// One backup request straight to `addr`.
+async fn backup_call(pool: &Pool, addr: &str, token: u64, offset: u64) -> ResponseBody {
+    let body = RequestBody::Client(ClientRequest::Backup { token, offset });
+    pool.call(addr, GroupId(0), &body, Duration::from_secs(10))
+        .await
+        .expect("answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backups_in_flight_do_not_evict_each_other() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(3, 1);
+    let client = cluster.client().await;
+    let leader = cluster.wait_leaders(&client).await[0];
+    // About 1.9 MiB of sessions, so an image takes two chunks.
+    let big = "x".repeat(60 * 1024);
+    for _ in 0..32 {
+        client
+            .create(one("blob", &big), CreateOptions::default())
+            .await
+            .expect("create");
+    }
+    let addr = &cluster.addrs[leader as usize - 1];
+    let pool = Pool::new(Arc::new(TcpConnector));
+    let first_chunk = |r: ResponseBody| match r {
+        ResponseBody::BackupChunk {
+            token,
+            total,
+            bytes,
+        } => (token, total, bytes),
+        other => panic!("expected a backup chunk: {other:?}"),
+    };
+    // Backup A takes its first chunk, then backup B starts before A comes back for the rest.
+    let (a, a_total, a_bytes) = first_chunk(backup_call(&pool, addr, 0, 0).await);
+    assert!(a_total > a_bytes.len() as u64, "the image spans chunks");
+    let (b, _, b_bytes) = first_chunk(backup_call(&pool, addr, 0, 0).await);
+    assert_ne!(a, b);
+    for (token, got) in [(a, a_bytes), (b, b_bytes)] {
+        let (t, total, rest) = first_chunk(backup_call(&pool, addr, token, got.len() as u64).await);
+        assert_eq!(t, token);
+        assert_eq!(got.len() + rest.len(), total as usize);
+        let whole = [got, rest].concat();
+        let image: GroupImage =
+            steadfast::codec::decode(&whole, limits::SNAPSHOT_BYTES_MAX).expect("whole image");
+        assert_eq!(image.state.sessions.len(), 32);
+    }
+    // A finished backup's image is released.
+    match backup_call(&pool, addr, a, 0).await {
+        ResponseBody::Error(WireError::Invalid(_)) => {}
+        other => panic!("a finished backup's image is still served: {other:?}"),
+    }
 }
