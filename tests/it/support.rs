@@ -64,12 +64,47 @@ impl Cluster {
     }
 
     /// Starts a cluster whose nodes get `extra` command-line flags.
+    ///
+    /// Ports come from binding port 0 and closing; another socket can take one before the node
+    /// binds it, and the node then exits (and a node that never started leaves the groups it
+    /// should initialize without a leader). Such a start is thrown away and made again on new
+    /// ports and new directories.
     pub fn start_with_args(nodes: usize, groups: u32, extra: &[&str]) -> Cluster {
-        let mut c = Self::prepare(nodes, groups, extra);
-        for i in 0..nodes {
-            c.spawn(i);
+        for _ in 0..3 {
+            let mut c = Self::prepare(nodes, groups, extra);
+            for i in 0..nodes {
+                c.spawn(i);
+            }
+            if c.all_listening() {
+                return c;
+            }
         }
-        c
+        panic!("nodes kept failing to start; see their logs")
+    }
+
+    /// Waits until every node accepts connections on its data and admin ports; false if a node
+    /// exited instead.
+    fn all_listening(&mut self) -> bool {
+        let up = |addr: &str| std::net::TcpStream::connect(addr).is_ok();
+        for _ in 0..100 {
+            if self.any_exited() {
+                return false;
+            }
+            if self.addrs.iter().chain(&self.admin).all(|a| up(a)) {
+                // A port held by a stranger also accepts: make sure our node is still there.
+                std::thread::sleep(Duration::from_millis(200));
+                return !self.any_exited();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn any_exited(&mut self) -> bool {
+        self.procs
+            .iter_mut()
+            .flatten()
+            .any(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     fn prepare(nodes: usize, groups: u32, extra: &[&str]) -> Cluster {
@@ -219,7 +254,23 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("groups did not all elect a leader within 30 s");
+        let logs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let log = std::fs::read_to_string(d.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!(
+                    "--- {}:\n{}",
+                    d.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
+        panic!(
+            "groups did not all elect a leader within 30 s\n{}",
+            logs.join("\n")
+        );
     }
 }
 
