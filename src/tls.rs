@@ -436,17 +436,21 @@ impl DevPki {
             write_file(&dir.join(name), text.as_bytes(), name.ends_with("-key.pem"))?;
         }
         std::fs::File::open(dir)?.sync_all()?;
-        let node = TlsFiles {
-            cert: dir.join("node.pem"),
-            key: dir.join("node-key.pem"),
+        Ok(Self::files(dir))
+    }
+
+    /// The node's and the client's [`TlsFiles`] of a set [`write_to`](Self::write_to) wrote in
+    /// `dir`.
+    pub fn files(dir: &Path) -> (TlsFiles, TlsFiles) {
+        let files = |cert: &str, key: &str| TlsFiles {
+            cert: dir.join(cert),
+            key: dir.join(key),
             ca: dir.join("ca.pem"),
         };
-        let client = TlsFiles {
-            cert: dir.join("client.pem"),
-            key: dir.join("client-key.pem"),
-            ca: dir.join("ca.pem"),
-        };
-        Ok((node, client))
+        (
+            files("node.pem", "node-key.pem"),
+            files("client.pem", "client-key.pem"),
+        )
     }
 
     /// The node identity, in memory.

@@ -231,10 +231,17 @@ impl Cluster {
     }
 
     pub async fn client(&self) -> Client {
+        Client::connect(self.client_config())
+            .await
+            .expect("connect")
+    }
+
+    /// The settings [`client`](Self::client) connects with (long deadlines for restarts).
+    pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.addrs.clone());
         config.request_timeout = Duration::from_secs(20);
         config.attempt_timeout = Duration::from_millis(1500);
-        Client::connect(config).await.expect("connect")
+        config
     }
 
     /// Waits until every group has a leader that all live replicas agree on; returns, per

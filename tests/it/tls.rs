@@ -22,9 +22,7 @@ fn pki(dir: &std::path::Path, cluster: &str) -> (TlsFiles, TlsFiles) {
 }
 
 fn config(c: &Cluster, tls: Option<&TlsFiles>) -> ClientConfig {
-    let mut config = ClientConfig::new(c.addrs.clone());
-    config.request_timeout = Duration::from_secs(20);
-    config.attempt_timeout = Duration::from_millis(1500);
+    let mut config = c.client_config();
     config.tls = tls.map(|f| Tls::load(f).expect("load client tls"));
     config
 }

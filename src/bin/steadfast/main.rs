@@ -674,15 +674,7 @@ fn up_tls(dir: &std::path::Path) -> anyhow::Result<(TlsFiles, TlsFiles)> {
         .iter()
         .all(|f| tls_dir.join(f).exists())
     {
-        let files = |cert: &str, key: &str| TlsFiles {
-            cert: tls_dir.join(cert),
-            key: tls_dir.join(key),
-            ca: tls_dir.join("ca.pem"),
-        };
-        return Ok((
-            files("node.pem", "node-key.pem"),
-            files("client.pem", "client-key.pem"),
-        ));
+        return Ok(DevPki::files(&tls_dir));
     }
     let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
     Ok(dev_pki("local", &hosts, 365)?.write_to(&tls_dir)?)
