@@ -98,6 +98,20 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read(&e).into()
 }
 
+/// A vote read back from disk is restored as *not committed*, so a restarted leader never
+/// resumes its old term on a vote it only remembers: it must win a real election (in a new term,
+/// where the longest log wins). openraft 0.9 would otherwise restart a leader in its old term at
+/// once, which is only safe while its own log is never shorter than a follower's for that term;
+/// a power loss that takes the leader's unsynced tail (its followers synced theirs first) breaks
+/// that, and the leader would hand out the same log ids again with other contents (openraft
+/// issue #1511). See ARCHITECTURE.md, "A restarted leader campaigns again".
+fn forget_commitment(mut vote: Vote) -> Vote {
+    if !cfg!(feature = "broken-resume-leadership") {
+        vote.committed = false;
+    }
+    vote
+}
+
 /// A group's Raft log.
 #[derive(Clone)]
 pub struct LogStore {
@@ -133,7 +147,7 @@ impl LogStore {
             }
         }
         let mut inner = LogInner {
-            vote: decode_meta(&image, MetaKey::Vote)?,
+            vote: decode_meta::<Vote>(&image, MetaKey::Vote)?.map(forget_commitment),
             committed: decode_meta::<Option<LogId>>(&image, MetaKey::Committed)?.flatten(),
             last_purged: decode_meta::<Option<LogId>>(&image, MetaKey::Purged)?.flatten(),
             entries: BTreeMap::new(),
