@@ -3,11 +3,59 @@
 //! **Architecture invariant:** a [`Request`] carries everything its application needs, including
 //! the leader's time stamp, so applying it is a pure function of the state and the request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ClientId, SessionId};
+
+/// Bits of a version that hold a request's position within its log entry.
+pub const POSITION_BITS: u32 = 16;
+
+/// Most requests one log entry carries (positions must fit in [`POSITION_BITS`]).
+pub const BATCH_REQUESTS_MAX: usize = 1 << POSITION_BITS;
+
+/// The version of the request at `position` in the log entry at `index`.
+///
+/// Many client writes share one Raft log entry ([`Batch`]), so a version is the pair
+/// `(index, position)` packed as `index << 16 | position`: unique within a group and strictly
+/// increasing in log order, so compare-and-set keeps its meaning. Log indexes stay below 2^48
+/// (restore's gap of 2^40 included), so the packing never overflows.
+pub fn version_at(index: u64, position: usize) -> u64 {
+    debug_assert!(position < BATCH_REQUESTS_MAX);
+    (index << POSITION_BITS) | (position as u64 & (BATCH_REQUESTS_MAX as u64 - 1))
+}
+
+/// The log index a version was written at.
+pub fn index_of(version: u64) -> u64 {
+    version >> POSITION_BITS
+}
+
+/// The application data of one Raft log entry: requests applied in order, the one at position
+/// `i` with version [`version_at`]`(index, i)`. A leader packs every write that queued while
+/// earlier entries were in flight into one entry, so they share one append, one replication
+/// round and one durability barrier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The requests, in the order they are applied.
+    pub requests: Vec<Request>,
+}
+
+impl Batch {
+    /// A batch of one request.
+    pub fn one(request: Request) -> Self {
+        Batch {
+            requests: vec![request],
+        }
+    }
+}
+
+/// The results of applying a [`Batch`], one per request, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// One response per request.
+    pub responses: Vec<Response>,
+}
 
 /// Names one logical write of one client, for exactly-once application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -30,8 +78,46 @@ pub struct Request {
     pub command: Command,
 }
 
-/// Attribute names mapped to opaque values.
-pub type Attributes = BTreeMap<String, Vec<u8>>;
+impl Request {
+    /// About how many bytes this request adds to a log entry (attribute names and values plus a
+    /// fixed overhead): what batches and AppendEntries requests are bounded by.
+    pub fn approx_bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        let attributes =
+            |a: &Attributes| -> usize { a.iter().map(|(k, v)| k.len() + v.len() + 8).sum() };
+        let text = |p: &Option<String>| p.as_ref().map_or(0, String::len);
+        OVERHEAD
+            + match &self.command {
+                Command::Create {
+                    attributes: a,
+                    principal,
+                    ..
+                } => attributes(a) + text(principal),
+                Command::Update { set, remove, .. } => {
+                    attributes(set) + remove.iter().map(|r| r.len() + 8).sum::<usize>()
+                }
+                Command::RotateIn {
+                    session, principal, ..
+                } => attributes(&session.attributes) + text(&session.principal) + text(principal),
+                Command::Rotate { principal, .. } => text(principal),
+                Command::InvalidatePrincipal { principal } => principal.len(),
+                Command::TouchBatch { reads } => reads.len() * 24,
+                Command::Touch { .. }
+                | Command::Delete { .. }
+                | Command::RotateOut { .. }
+                | Command::Expire => 0,
+            }
+    }
+}
+
+impl Batch {
+    /// About how many bytes this batch takes in a log entry.
+    pub fn approx_bytes(&self) -> usize {
+        self.requests.iter().map(Request::approx_bytes).sum()
+    }
+}
+
+pub use crate::session::Attributes;
 
 /// What to do when a limit would be exceeded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +189,7 @@ pub enum Command {
         /// The id it came from.
         from: SessionId,
         /// The moved session.
-        session: Box<crate::state::Session>,
+        session: Box<crate::session::Session>,
         /// Set the principal (login), if any.
         principal: Option<String>,
         /// Admission limits.
@@ -210,7 +296,7 @@ pub enum Outcome {
     /// A session was moved out for a cross-group rotation; here is its data.
     RotatedOut {
         /// The session as it was.
-        session: Box<crate::state::Session>,
+        session: Box<crate::session::Session>,
     },
     /// A limit refused the session (group full, or the principal has too many sessions).
     LimitReached {

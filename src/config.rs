@@ -97,6 +97,9 @@ pub struct RaftTuning {
     pub snapshot_every_logs: u64,
     /// Log entries kept after a snapshot (for slow followers).
     pub logs_kept_after_snapshot: u64,
+    /// Log entries a group's leader keeps in flight at once; writes that arrive meanwhile are
+    /// packed into the next entry (see `proposer`).
+    pub pipeline_depth: usize,
 }
 
 impl Default for RaftTuning {
@@ -107,6 +110,7 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 1000,
             snapshot_every_logs: 5000,
             logs_kept_after_snapshot: 1000,
+            pipeline_depth: 2,
         }
     }
 }
@@ -172,6 +176,9 @@ impl NodeConfig {
             return fail(
                 "need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
             );
+        }
+        if r.pipeline_depth == 0 || r.pipeline_depth > 64 {
+            return fail("raft.pipeline_depth must be within 1..=64".into());
         }
         if self.sessions.idle_timeout_ms == 0 || self.sessions.expire_tick_ms == 0 {
             return fail("session timeouts must be positive".into());

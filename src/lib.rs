@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`id`], [`limits`], [`clock`]: identifiers, named limits, injected time.
-//! - [`command`] and [`state`]: the replicated commands and the pure, deterministic state machine.
+//! - [`command`], [`session`] and [`state`]: the replicated commands, the stored session, and the
+//!   pure, deterministic state machine.
 //! - [`codec`]: checked on-disk records.
 //! - [`raft`]: openraft glue: type config, seeded runtime, storage backends (sled, in-memory
 //!   with crash semantics) and the network factory.
@@ -28,7 +29,9 @@ pub mod fuzzing;
 pub mod id;
 pub mod limits;
 pub mod node;
+pub mod proposer;
 pub mod raft;
+pub mod session;
 pub mod state;
 pub mod tls;
 pub mod transport;

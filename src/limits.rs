@@ -14,6 +14,13 @@ pub const ATTRIBUTES_MAX: usize = 1024;
 pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 256;
 /// The largest frame on the wire: a snapshot chunk plus headroom.
 pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// The most request bytes (approximately: attribute names and values) packed into one log entry.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// The most request bytes one write may carry; a larger one is refused before it is proposed
+/// (the state machine would refuse it anyway, see [`SESSION_BYTES_MAX`]).
+pub const REQUEST_BYTES_MAX: usize = 2 * SESSION_BYTES_MAX;
+/// The most entry bytes (approximately) sent in one AppendEntries request.
+pub const APPEND_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 /// Snapshot chunks sent by openraft; must fit in a frame.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Requests one connection may have in flight on the server before it stops reading.
@@ -44,5 +51,6 @@ pub const ADDRESS_BYTES_MAX: usize = 256;
 pub const SNAPSHOT_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 - 1;
 
 const _: () = assert!(FRAME_BYTES_MAX > SESSION_BYTES_MAX * 2);
+const _: () = assert!(APPEND_BYTES_MAX >= BATCH_BYTES_MAX + REQUEST_BYTES_MAX);
 const _: () = assert!(FRAME_BYTES_MAX > SNAPSHOT_CHUNK_BYTES + 64 * 1024);
 const _: () = assert!(FRAME_BYTES_MAX > BACKUP_CHUNK_BYTES + 64 * 1024);

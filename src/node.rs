@@ -20,11 +20,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::clock::SharedClock;
-use crate::command::{Command, Request};
+use crate::command::{Batch, Command, Request};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::id::{GroupId, NodeId};
 use crate::limits;
+use crate::proposer::Proposer;
 use crate::raft::backend::BoxFuture;
 use crate::raft::network::NetworkFactory;
 use crate::raft::store::{Flusher, LogStore, MachineState, SharedBackend, StateMachineStore};
@@ -72,6 +73,8 @@ type Addresses = BTreeMap<NodeId, String>;
 
 struct GroupHandle {
     raft: Raft,
+    /// Packs concurrent writes into shared log entries.
+    proposer: Proposer,
     /// The term in which this process last committed a barrier entry as leader. A leader may
     /// serve ReadIndex reads only after committing an entry of its own term: openraft 0.9
     /// restores a restarted leader in its old term with only the (lazily persisted) commit
@@ -146,6 +149,7 @@ impl Node {
                 }
             }
             let handle = GroupHandle {
+                proposer: Proposer::spawn(raft.clone(), config.raft.pipeline_depth),
                 raft,
                 barrier_term: Arc::default(),
                 machine,
@@ -469,8 +473,19 @@ fn not_leader(f: ForwardToLeader<NodeId, BasicNode>, addresses: &Addresses) -> W
 }
 
 async fn write(handle: &GroupHandle, request: Request, addresses: &Addresses) -> ResponseBody {
-    match handle.raft.client_write(request).await {
-        Ok(r) => ResponseBody::Written(r.data),
+    let bytes = request.approx_bytes();
+    if bytes > limits::REQUEST_BYTES_MAX {
+        // Refused before it reaches the log; the state machine would refuse it too.
+        return ResponseBody::Written(crate::command::Response {
+            server_time_ms: handle.machine.read().expect("state lock").state.clock_ms(),
+            outcome: crate::command::Outcome::TooLarge {
+                bytes: bytes as u64,
+                limit: limits::SESSION_BYTES_MAX as u64,
+            },
+        });
+    }
+    match handle.proposer.write(request).await {
+        Ok(r) => ResponseBody::Written(r),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             ResponseBody::Error(not_leader(f, addresses))
         }
@@ -820,7 +835,7 @@ impl ReadRound {
                 origin: None,
                 command: Command::Expire,
             };
-            match self.raft.client_write(request).await {
+            match self.raft.client_write(Batch::one(request)).await {
                 Ok(_) => self.barrier_term.store(term, Ordering::Release),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     return Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)));
@@ -970,7 +985,7 @@ async fn expire_loop(node: Arc<NodeInner>) {
                             origin: None,
                             command: Command::TouchBatch { reads },
                         };
-                        let _ = handle.raft.client_write(request).await;
+                        let _ = handle.proposer.write(request).await;
                     }
                     if due {
                         let request = Request {
@@ -978,7 +993,7 @@ async fn expire_loop(node: Arc<NodeInner>) {
                             origin: None,
                             command: Command::Expire,
                         };
-                        let _ = handle.raft.client_write(request).await;
+                        let _ = handle.proposer.write(request).await;
                     }
                     handle.expiring.store(false, Ordering::Release);
                 });

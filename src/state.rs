@@ -6,7 +6,8 @@
 //!   stamps of every applied request, so every replica computes the same expiry.
 //! - Every collection is ordered (`BTreeMap`, `BTreeSet`, `VecDeque` in apply order), so two
 //!   replicas that applied the same log hold byte-identical state (see [`SessionState::digest`]).
-//! - A session's version is the log index of the last command that changed its data; touches do
+//! - A session's version is the position in the log ([`crate::command::version_at`]: log index
+//!   and place in that entry) of the last command that changed its data; touches do
 //!   not change it, so a read that extends the idle timeout never breaks a compare-and-set.
 //! - Delete wins: a deleted or expired id is tombstoned and cannot be created again while the
 //!   tombstone is kept ([`crate::limits::TOMBSTONE_RETENTION_MS`]).
@@ -18,35 +19,18 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Attributes, Command, Limits, Origin, Outcome, Request, Response, WhenFull};
 use crate::id::SessionId;
 use crate::limits;
+pub use crate::session::Session;
 
 /// A state image that no state machine could have produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid state image: {0}")]
 pub struct InvalidImage(pub String);
 
-/// One stored session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    /// The application's attributes.
-    pub attributes: Attributes,
-    /// Replicated time of creation.
-    pub created_ms: u64,
-    /// Replicated time of the last access (create, update or touch).
-    pub accessed_ms: u64,
-    /// Max-inactive interval.
-    pub idle_timeout_ms: u64,
-    /// Absolute deadline, if the session has a maximum lifetime.
-    pub deadline_ms: Option<u64>,
-    /// Log index of the last change to this session's data.
-    pub version: u64,
-    /// The user this session belongs to, if logged in.
-    pub principal: Option<String>,
-}
-
-/// What happened to sessions, stamped with the log index that did it.
+/// What happened to sessions, stamped with the log position (version) of the command that did it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    /// The log index of the command.
+    /// The command's position in the log ([`crate::command::version_at`]); a watch resumes
+    /// from the last seen `index + 1`.
     pub index: u64,
     /// Replicated time of the command.
     pub at_ms: u64,
@@ -76,22 +60,6 @@ pub enum EventKind {
     },
 }
 
-impl Session {
-    /// The replicated time at which this session stops existing unless touched.
-    pub fn expires_at_ms(&self) -> u64 {
-        let idle = self.accessed_ms.saturating_add(self.idle_timeout_ms);
-        self.deadline_ms.map_or(idle, |d| d.min(idle))
-    }
-
-    /// The bytes this session counts against [`limits::SESSION_BYTES_MAX`].
-    pub fn encoded_bytes(attributes: &Attributes) -> usize {
-        attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + limits::ATTRIBUTE_OVERHEAD_BYTES)
-            .sum()
-    }
-}
-
 /// The whole replicated state of one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionState {
@@ -115,7 +83,7 @@ pub struct SessionState {
     lru: BTreeSet<(u64, SessionId)>,
     /// The most recent events, oldest first (at most [`limits::EVENTS_RETAINED`]).
     events: VecDeque<Event>,
-    /// Log index of the command being applied (events are stamped with it).
+    /// Version (log position) of the command being applied (events are stamped with it).
     applying: u64,
 }
 
@@ -255,9 +223,10 @@ impl SessionState {
         }
     }
 
-    /// Applies one committed request at log index `index`.
-    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
-        self.applying = index;
+    /// Applies one committed request; `version` is its place in the log
+    /// ([`crate::command::version_at`]): the version of what it writes and the index of its events.
+    pub fn apply(&mut self, version: u64, request: &Request) -> Response {
+        self.applying = version;
         self.clock_ms = if cfg!(feature = "broken-local-clock") {
             // Deliberately wrong (simulation teeth only): each leader's own clock decides expiry.
             request.now_ms
@@ -273,7 +242,7 @@ impl SessionState {
         if let Some(id) = request.command.session() {
             self.expire_if_due(&id);
         }
-        let outcome = self.execute(index, &request.command);
+        let outcome = self.execute(version, &request.command);
         let response = Response {
             server_time_ms: self.clock_ms,
             outcome,
@@ -286,7 +255,7 @@ impl SessionState {
         response
     }
 
-    fn execute(&mut self, index: u64, command: &Command) -> Outcome {
+    fn execute(&mut self, version: u64, command: &Command) -> Outcome {
         match command {
             Command::Create {
                 id,
@@ -303,149 +272,41 @@ impl SessionState {
                     accessed_ms: now,
                     idle_timeout_ms: *idle_timeout_ms,
                     deadline_ms: lifetime_ms.map(|l| now.saturating_add(l)),
-                    version: index,
+                    version,
                     principal: principal.clone(),
                 };
-                self.admit(index, *id, session, limits, EventKind::Created(*id))
+                self.admit(version, *id, session, limits, EventKind::Created(*id))
             }
             Command::Rotate {
                 old,
                 new,
                 principal,
                 limits,
-            } => {
-                let Some(session) = self.sessions.get(old).cloned() else {
-                    return Outcome::NotFound;
-                };
-                if self.sessions.contains_key(new) || self.tombstones.contains_key(new) {
-                    return Outcome::Exists;
-                }
-                let mut moved = session;
-                moved.principal = principal.clone().or(moved.principal);
-                moved.accessed_ms = self.clock_ms;
-                // Check the limits before killing the old id, so a refused login changes nothing.
-                if let Some(refusal) = self.refusal(&moved, limits) {
-                    return refusal;
-                }
-                self.kill(old);
-                self.admit(
-                    index,
-                    *new,
-                    moved,
-                    limits,
-                    EventKind::Rotated {
-                        from: *old,
-                        to: *new,
-                    },
-                )
-            }
-            Command::RotateOut { old, new } => {
-                let Some(session) = self.sessions.get(old).cloned() else {
-                    return Outcome::NotFound;
-                };
-                self.kill(old);
-                self.emit(EventKind::Rotated {
-                    from: *old,
-                    to: *new,
-                });
-                Outcome::RotatedOut {
-                    session: Box::new(session),
-                }
-            }
+            } => self.rotate(version, old, new, principal, limits),
+            Command::RotateOut { old, new } => self.rotate_out(old, new),
             Command::RotateIn {
                 new,
                 from,
                 session,
                 principal,
                 limits,
-            } => {
-                let mut moved = (**session).clone();
-                moved.principal = principal.clone().or(moved.principal);
-                moved.accessed_ms = self.clock_ms;
-                moved.created_ms = moved.created_ms.min(self.clock_ms);
-                self.admit(
-                    index,
-                    *new,
-                    moved,
-                    limits,
-                    EventKind::Rotated {
-                        from: *from,
-                        to: *new,
-                    },
-                )
-            }
-            Command::InvalidatePrincipal { principal } => {
-                let ids: Vec<SessionId> = self
-                    .principals
-                    .get(principal)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                for id in &ids {
-                    self.kill(id);
-                    self.emit(EventKind::Deleted(*id));
-                }
-                Outcome::Purged {
-                    sessions: ids.len() as u64,
-                }
-            }
-            Command::TouchBatch { reads } => {
-                let mut touched = Vec::new();
-                for (id, read_at) in reads {
-                    // Only a session still alive now is extended. Extending one whose deadline
-                    // passed after the read would resurrect it: another read may already have
-                    // reported it expired (found by the simulation, seed 194).
-                    let clock = self.clock_ms;
-                    let alive = self
-                        .sessions
-                        .get(id)
-                        .is_some_and(|s| s.expires_at_ms() > clock);
-                    if alive {
-                        // A read cannot happen after now (regression: a fuzzed batch from the
-                        // future moved `accessed_ms` past the replicated clock).
-                        let at = (*read_at).min(clock);
-                        self.modify(id, |s| s.accessed_ms = s.accessed_ms.max(at));
-                        touched.push(*id);
-                    }
-                }
-                let count = touched.len() as u64;
-                if !touched.is_empty() {
-                    self.emit(EventKind::TouchedInBatch(touched));
-                }
-                Outcome::Purged { sessions: count }
-            }
+            } => self.rotate_in(version, new, from, session, principal, limits),
+            Command::InvalidatePrincipal { principal } => self.invalidate_principal(principal),
+            Command::TouchBatch { reads } => self.touch_batch(reads),
             Command::Update {
                 id,
                 set,
                 remove,
                 expected_version,
                 idle_timeout_ms,
-            } => {
-                let session = match self.guard(id, *expected_version) {
-                    Ok(session) => session,
-                    Err(refusal) => return refusal,
-                };
-                let mut attributes = session.attributes.clone();
-                for name in remove {
-                    attributes.remove(name);
-                }
-                for (name, value) in set {
-                    attributes.insert(name.clone(), value.clone());
-                }
-                if let Some(rejection) = validate(&attributes, idle_timeout_ms.unwrap_or(1)) {
-                    return rejection;
-                }
-                let now = self.clock_ms;
-                self.modify(id, |s| {
-                    s.attributes = attributes;
-                    s.accessed_ms = now;
-                    s.version = index;
-                    if let Some(t) = idle_timeout_ms {
-                        s.idle_timeout_ms = *t;
-                    }
-                });
-                self.emit(EventKind::Updated(*id));
-                Outcome::Ok { version: index }
-            }
+            } => self.update(
+                version,
+                id,
+                set,
+                remove,
+                *expected_version,
+                *idle_timeout_ms,
+            ),
             Command::Touch { id } => {
                 let now = self.clock_ms;
                 match self.modify(id, |s| s.accessed_ms = now) {
@@ -462,12 +323,152 @@ impl SessionState {
                 }
                 self.kill(id);
                 self.emit(EventKind::Deleted(*id));
-                Outcome::Ok { version: index }
+                Outcome::Ok { version }
             }
             Command::Expire => Outcome::Purged {
                 sessions: self.purge_expired(),
             },
         }
+    }
+
+    fn rotate(
+        &mut self,
+        version: u64,
+        old: &SessionId,
+        new: &SessionId,
+        principal: &Option<String>,
+        limits: &Limits,
+    ) -> Outcome {
+        let Some(session) = self.sessions.get(old).cloned() else {
+            return Outcome::NotFound;
+        };
+        if self.sessions.contains_key(new) || self.tombstones.contains_key(new) {
+            return Outcome::Exists;
+        }
+        let mut moved = session;
+        moved.principal = principal.clone().or(moved.principal);
+        moved.accessed_ms = self.clock_ms;
+        // Check the limits before killing the old id, so a refused login changes nothing.
+        if let Some(refusal) = self.refusal(&moved, limits) {
+            return refusal;
+        }
+        self.kill(old);
+        let event = EventKind::Rotated {
+            from: *old,
+            to: *new,
+        };
+        self.admit(version, *new, moved, limits, event)
+    }
+
+    fn rotate_out(&mut self, old: &SessionId, new: &SessionId) -> Outcome {
+        let Some(session) = self.sessions.get(old).cloned() else {
+            return Outcome::NotFound;
+        };
+        self.kill(old);
+        self.emit(EventKind::Rotated {
+            from: *old,
+            to: *new,
+        });
+        Outcome::RotatedOut {
+            session: Box::new(session),
+        }
+    }
+
+    fn rotate_in(
+        &mut self,
+        version: u64,
+        new: &SessionId,
+        from: &SessionId,
+        session: &Session,
+        principal: &Option<String>,
+        limits: &Limits,
+    ) -> Outcome {
+        let mut moved = session.clone();
+        moved.principal = principal.clone().or(moved.principal);
+        moved.accessed_ms = self.clock_ms;
+        moved.created_ms = moved.created_ms.min(self.clock_ms);
+        let event = EventKind::Rotated {
+            from: *from,
+            to: *new,
+        };
+        self.admit(version, *new, moved, limits, event)
+    }
+
+    fn invalidate_principal(&mut self, principal: &str) -> Outcome {
+        let ids: Vec<SessionId> = self
+            .principals
+            .get(principal)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in &ids {
+            self.kill(id);
+            self.emit(EventKind::Deleted(*id));
+        }
+        Outcome::Purged {
+            sessions: ids.len() as u64,
+        }
+    }
+
+    fn touch_batch(&mut self, reads: &[(SessionId, u64)]) -> Outcome {
+        let mut touched = Vec::new();
+        for (id, read_at) in reads {
+            // Only a session still alive now is extended. Extending one whose deadline passed
+            // after the read would resurrect it: another read may already have reported it
+            // expired (found by the simulation, seed 194).
+            let clock = self.clock_ms;
+            let alive = self
+                .sessions
+                .get(id)
+                .is_some_and(|s| s.expires_at_ms() > clock);
+            if alive {
+                // A read cannot happen after now (regression: a fuzzed batch from the future
+                // moved `accessed_ms` past the replicated clock).
+                let at = (*read_at).min(clock);
+                self.modify(id, |s| s.accessed_ms = s.accessed_ms.max(at));
+                touched.push(*id);
+            }
+        }
+        let count = touched.len() as u64;
+        if !touched.is_empty() {
+            self.emit(EventKind::TouchedInBatch(touched));
+        }
+        Outcome::Purged { sessions: count }
+    }
+
+    fn update(
+        &mut self,
+        version: u64,
+        id: &SessionId,
+        set: &Attributes,
+        remove: &std::collections::BTreeSet<String>,
+        expected_version: Option<u64>,
+        idle_timeout_ms: Option<u64>,
+    ) -> Outcome {
+        let session = match self.guard(id, expected_version) {
+            Ok(session) => session,
+            Err(refusal) => return refusal,
+        };
+        let mut attributes = session.attributes.clone();
+        for name in remove {
+            attributes.remove(name);
+        }
+        for (name, value) in set {
+            attributes.insert(name.clone(), value.clone());
+        }
+        if let Some(rejection) = validate(&attributes, idle_timeout_ms.unwrap_or(1)) {
+            return rejection;
+        }
+        let now = self.clock_ms;
+        self.modify(id, |s| {
+            s.attributes = attributes;
+            s.accessed_ms = now;
+            s.version = version;
+            if let Some(t) = idle_timeout_ms {
+                s.idle_timeout_ms = t;
+            }
+        });
+        self.emit(EventKind::Updated(*id));
+        Outcome::Ok { version }
     }
 
     /// The live session `id`, if it exists and (for a compare-and-set) is at `expected`.
@@ -507,7 +508,7 @@ impl SessionState {
     /// Stores a new session under `id` if the limits allow, evicting where the policy says so.
     fn admit(
         &mut self,
-        index: u64,
+        version: u64,
         id: SessionId,
         mut session: Session,
         limits: &Limits,
@@ -541,10 +542,10 @@ impl SessionState {
                 self.emit(EventKind::Deleted(victim));
             }
         }
-        session.version = index;
+        session.version = version;
         self.insert_live(id, session);
         self.emit(event);
-        Outcome::Ok { version: index }
+        Outcome::Ok { version }
     }
 
     fn insert_live(&mut self, id: SessionId, session: Session) {

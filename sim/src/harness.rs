@@ -148,6 +148,7 @@ fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
             election_timeout_max_ms: 600,
             snapshot_every_logs: snapshot_every,
             logs_kept_after_snapshot: 3,
+            ..RaftTuning::default()
         },
         sessions: SessionDefaults {
             idle_timeout_ms: p.idle_timeout_ms,

@@ -19,13 +19,13 @@ use openraft::{AsyncRuntime, OptionalSend};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::command::{Request, Response};
+use crate::command::{Batch, BatchResponse};
 
 openraft::declare_raft_types!(
     /// steadfast's openraft type configuration.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Batch,
+        R = BatchResponse,
         AsyncRuntime = SeededRuntime,
 );
 

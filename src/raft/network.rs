@@ -2,17 +2,20 @@
 //! peer travels on the one connection the node keeps to that peer.
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, EntryPayload};
 
+use super::typ::Entry;
 use super::TypeConfig;
 use crate::id::{GroupId, NodeId};
+use crate::limits;
 use crate::transport::{Pool, TransportError};
 use crate::wire::{RaftRequest, RequestBody, ResponseBody};
 
@@ -65,6 +68,24 @@ fn unexpected<E: std::error::Error>(
     RPCError::Network(NetworkError::new(&e))
 }
 
+/// `Some(n)` when `entries` would make an AppendEntries request larger than
+/// [`limits::APPEND_BYTES_MAX`]: only the first `n` (at least one) fit.
+fn entries_that_fit(entries: &[Entry]) -> Option<u64> {
+    let size = |e: &Entry| match &e.payload {
+        EntryPayload::Normal(batch) => batch.approx_bytes(),
+        EntryPayload::Blank => 64,
+        EntryPayload::Membership(_) => 4096,
+    };
+    let mut total = 0;
+    for (n, entry) in entries.iter().enumerate() {
+        total += size(entry);
+        if total > limits::APPEND_BYTES_MAX && entries.len() > 1 {
+            return Some(n.max(1) as u64);
+        }
+    }
+    None
+}
+
 impl PeerNetwork {
     async fn send(
         &self,
@@ -84,6 +105,12 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        if let Some(fit) = entries_that_fit(&rpc.entries) {
+            // openraft resends with at most `fit` entries.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
         match self
             .send(RaftRequest::Append(rpc), &option)
             .await

@@ -23,7 +23,7 @@ use super::backend::{Backend, MetaKey, WriteOp};
 use super::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, Vote};
 use super::TypeConfig;
 use crate::codec;
-use crate::command::{Outcome, Response};
+use crate::command::{self, Batch, BatchResponse, Outcome, Response};
 use crate::id::GroupId;
 use crate::limits;
 use crate::state::{SessionState, StateImage};
@@ -308,6 +308,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// Applies one entry's batch: the request at position `i` gets version `version_at(index, i)`.
+/// A batch longer than a leader may propose (only a forged entry is) has its excess refused,
+/// the same way on every replica.
+pub fn apply_batch(state: &mut SessionState, index: u64, batch: &Batch) -> BatchResponse {
+    let responses = batch
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(i, request)| {
+            if i < command::BATCH_REQUESTS_MAX {
+                state.apply(command::version_at(index, i), request)
+            } else {
+                Response {
+                    server_time_ms: state.clock_ms(),
+                    outcome: Outcome::Invalid {
+                        reason: "log entry holds too many requests".into(),
+                    },
+                }
+            }
+        })
+        .collect();
+    BatchResponse { responses }
+}
+
 /// The snapshot file: what a group's state was at a log id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotFile {
@@ -415,7 +439,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((m.last_applied, m.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -425,17 +449,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             m.last_applied = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Normal(request) => m.state.apply(entry.log_id.index, &request),
-                EntryPayload::Blank => Response {
-                    server_time_ms: m.state.clock_ms(),
-                    outcome: Outcome::Noop,
-                },
+                EntryPayload::Normal(batch) => {
+                    apply_batch(&mut m.state, entry.log_id.index, &batch)
+                }
+                EntryPayload::Blank => BatchResponse::default(),
                 EntryPayload::Membership(membership) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Response {
-                        server_time_ms: m.state.clock_ms(),
-                        outcome: Outcome::Noop,
-                    }
+                    BatchResponse::default()
                 }
             };
             out.push(response);

@@ -227,7 +227,7 @@ fn entries() -> Vec<Entry> {
     for (i, r) in requests().into_iter().enumerate().take(2) {
         out.push(Entry {
             log_id: log_id(1, i as u64 + 3),
-            payload: EntryPayload::Normal(r),
+            payload: EntryPayload::Normal(steadfast::command::Batch::one(r)),
         });
     }
     out

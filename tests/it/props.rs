@@ -993,7 +993,8 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
         arb_log_id(),
         prop_oneof![
             Just(EntryPayload::Blank),
-            arb_request().prop_map(EntryPayload::Normal),
+            proptest::collection::vec(arb_request(), 1..4)
+                .prop_map(|requests| EntryPayload::Normal(steadfast::command::Batch { requests })),
             arb_membership().prop_map(EntryPayload::Membership),
         ],
     )

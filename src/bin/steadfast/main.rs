@@ -120,6 +120,9 @@ struct ServeArgs {
     /// Snapshot after this many log entries.
     #[arg(long, env = "STEADFAST_SNAPSHOT_EVERY_LOGS")]
     snapshot_every_logs: Option<u64>,
+    /// Log entries a group leader keeps in flight; writes arriving meanwhile share the next one.
+    #[arg(long, env = "STEADFAST_PIPELINE_DEPTH")]
+    pipeline_depth: Option<u64>,
     /// Default session idle timeout.
     #[arg(long, env = "STEADFAST_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
@@ -444,6 +447,7 @@ fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         "snapshot_every_logs",
         args.snapshot_every_logs,
     );
+    sub(&mut table, "raft", "pipeline_depth", args.pipeline_depth);
     sub(
         &mut table,
         "sessions",
