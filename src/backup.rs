@@ -62,6 +62,18 @@ pub struct GroupImage {
     pub state: StateImage,
 }
 
+/// A [`GroupImage`] taken from a live state in O(1) ([`SessionState::view`]), to be encoded
+/// without holding the state lock; it encodes to the same bytes.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupImageView {
+    /// The group.
+    pub group: GroupId,
+    /// The log index the image reflects.
+    pub index: u64,
+    /// The state as of that index.
+    pub state: crate::state::StateView,
+}
+
 /// A decoded, validated backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backup {
@@ -187,14 +199,14 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, BackupError> {
             .map(|(_, s)| s.version)
             .chain(image.state.events.iter().map(|e| e.index))
             .max()
-            .unwrap_or(0);
+            .map_or(0, crate::command::index_of);
         if newest > image.index {
             return Err(BackupError::Invalid(format!(
                 "group {g} holds index {newest}, past its backup index {}",
                 image.index
             )));
         }
-        if image.index > u64::MAX - RESTORE_INDEX_GAP {
+        if image.index > crate::command::LOG_INDEX_MAX - RESTORE_INDEX_GAP {
             return Err(BackupError::Invalid(format!(
                 "group {g} index {} leaves no room for a restore",
                 image.index
@@ -304,7 +316,7 @@ mod tests {
                 limits: Default::default(),
             },
         };
-        state.apply(5, &create);
+        state.apply(crate::command::version_at(5, 0), &create);
         let header = BackupHeader {
             format: BACKUP_FORMAT,
             groups: 2,

@@ -47,6 +47,52 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Where a record can be streamed: it is written front to back, then its checksum is filled in.
+pub trait WriteSeek: std::io::Write + std::io::Seek {}
+
+impl<T: std::io::Write + std::io::Seek> WriteSeek for T {}
+
+/// Encodes `value` as a checked record straight into `out` (from its current position), without
+/// building the record in memory first: what snapshots of large states use. Decodes with
+/// [`decode`] like any record.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut dyn WriteSeek) -> std::io::Result<()> {
+    use std::io::{SeekFrom, Write};
+    let start = out.stream_position()?;
+    out.write_all(&[RECORD_FORMAT, 0, 0, 0, 0])?;
+    let crc = {
+        let mut body = ChecksumWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, &mut *out),
+            hasher: crc32fast::Hasher::new(),
+        };
+        postcard::to_io(value, &mut body).map_err(std::io::Error::other)?;
+        body.inner.flush()?;
+        body.hasher.clone().finalize()
+    };
+    let end = out.stream_position()?;
+    out.seek(SeekFrom::Start(start + 1))?;
+    out.write_all(&crc.to_le_bytes())?;
+    out.seek(SeekFrom::Start(end))?;
+    Ok(())
+}
+
+/// Passes bytes through and checksums them.
+struct ChecksumWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for ChecksumWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Decodes a checked record of at most `limit` bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
     if bytes.len() > limit {
@@ -72,6 +118,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Deco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_records_equal_encoded_ones() {
+        let value = (7u64, "seven".repeat(100_000), vec![1u8; 3000]);
+        let mut out = std::io::Cursor::new(b"prefix".to_vec());
+        out.set_position(6);
+        encode_into(&value, &mut out).expect("stream");
+        let bytes = out.into_inner();
+        assert_eq!(&bytes[..6], b"prefix");
+        assert_eq!(bytes[6..], encode(&value)[..]);
+    }
 
     #[test]
     fn damage_is_detected() {

@@ -26,6 +26,9 @@ pub fn version_at(index: u64, position: usize) -> u64 {
     (index << POSITION_BITS) | (position as u64 & (BATCH_REQUESTS_MAX as u64 - 1))
 }
 
+/// The largest log index a version can carry (`index << 16` must fit in 64 bits).
+pub const LOG_INDEX_MAX: u64 = (1 << (64 - POSITION_BITS)) - 1;
+
 /// The log index a version was written at.
 pub fn index_of(version: u64) -> u64 {
     version >> POSITION_BITS

@@ -25,6 +25,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod future;
 pub mod fuzzing;
 pub mod id;
 pub mod limits;

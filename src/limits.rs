@@ -21,6 +21,11 @@ pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 pub const REQUEST_BYTES_MAX: usize = 2 * SESSION_BYTES_MAX;
 /// The most entry bytes (approximately) sent in one AppendEntries request.
 pub const APPEND_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+/// Decoded log entries a group keeps in memory (its newest); older ones are read from disk.
+pub const LOG_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// A group snapshots once the log applied since its last snapshot outweighs its sessions, or
+/// this many bytes, whichever is more (compaction by size).
+pub const COMPACT_LOG_BYTES_MIN: u64 = 8 * 1024 * 1024;
 /// Snapshot chunks sent by openraft; must fit in a frame.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Requests one connection may have in flight on the server before it stops reading.

@@ -23,10 +23,10 @@ use crate::clock::SharedClock;
 use crate::command::{Batch, Command, Request};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::future::BoxFuture;
 use crate::id::{GroupId, NodeId};
 use crate::limits;
 use crate::proposer::Proposer;
-use crate::raft::backend::BoxFuture;
 use crate::raft::network::NetworkFactory;
 use crate::raft::store::{Flusher, LogStore, MachineState, SharedBackend, StateMachineStore};
 use crate::raft::typ::Raft;
@@ -173,10 +173,11 @@ impl Node {
         ));
         let ticker = tokio::spawn(expire_loop(inner.clone()));
         let breaker = tokio::spawn(split_vote_breaker(inner.clone()));
+        let compactor = tokio::spawn(compaction_loop(inner.clone()));
         info!(node = id, groups = inner.groups.len(), "node started");
         Ok(Node {
             inner,
-            tasks: vec![server, ticker, breaker],
+            tasks: vec![server, ticker, breaker, compactor],
         })
     }
 
@@ -506,13 +507,13 @@ async fn backup_chunk(
         if let Err(e) = linearize(handle, now_ms, addresses).await {
             return ResponseBody::Error(e);
         }
-        // Copy the state under the lock; encode it off the async workers, without the lock.
+        // Take the state in O(1) under the lock; encode it off the async workers, without it.
         let image = {
             let m = handle.machine.read().expect("state lock");
-            crate::backup::GroupImage {
+            crate::backup::GroupImageView {
                 group,
                 index: m.last_applied.map_or(0, |l| l.index),
-                state: m.state.to_image(),
+                state: m.state.view(),
             }
         };
         let encoded = tokio::task::spawn_blocking(move || crate::codec::encode(&image)).await;
@@ -997,6 +998,27 @@ async fn expire_loop(node: Arc<NodeInner>) {
                     }
                     handle.expiring.store(false, Ordering::Release);
                 });
+            }
+        }
+    }
+}
+
+/// Compaction by size: every replica snapshots a group once the log applied since its last
+/// snapshot outweighs the group's sessions (openraft's own policy still snapshots every
+/// `snapshot_every_logs` entries). A snapshot is cheap to start (the state is taken in O(1)) and
+/// is encoded off the apply path, so a large group does not stall while it is written.
+async fn compaction_loop(node: Arc<NodeInner>) {
+    let period = Duration::from_millis(node.config.sessions.expire_tick_ms);
+    loop {
+        tokio::time::sleep(period).await;
+        for handle in node.groups.values() {
+            let due = handle
+                .machine
+                .read()
+                .expect("state lock")
+                .wants_snapshot(limits::COMPACT_LOG_BYTES_MIN);
+            if due {
+                let _ = handle.raft.trigger().snapshot().await;
             }
         }
     }

@@ -13,7 +13,9 @@
 //!   tombstone is kept ([`crate::limits::TOMBSTONE_RETENTION_MS`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Attributes, Command, Limits, Origin, Outcome, Request, Response, WhenFull};
@@ -65,16 +67,18 @@ pub enum EventKind {
 pub struct SessionState {
     /// The replicated clock: the largest leader stamp applied so far.
     clock_ms: u64,
-    /// Live sessions (some may be past their deadline until the next access or purge).
-    sessions: BTreeMap<SessionId, Session>,
+    /// Live sessions (some may be past their deadline until the next access or purge). A
+    /// persistent map of shared sessions: [`SessionState::view`] takes it in O(1), and a write
+    /// copies only the path (and the session) it changes while a snapshot still holds the old.
+    sessions: OrdMap<SessionId, Arc<Session>>,
     /// `(expires_at_ms, id)` for every live session, to purge in deadline order.
     expiry: BTreeSet<(u64, SessionId)>,
     /// Ids that died at the given time and must not be created again.
-    tombstones: BTreeMap<SessionId, u64>,
+    tombstones: OrdMap<SessionId, u64>,
     /// `(died_at_ms, id)`, to forget the oldest tombstones first.
     tombstone_order: BTreeSet<(u64, SessionId)>,
     /// Results of recent writes, returned again when a client retries.
-    dedup: BTreeMap<Origin, Response>,
+    dedup: OrdMap<Origin, Response>,
     /// Dedup keys in apply order with their apply time, for bounded retention.
     dedup_order: VecDeque<(u64, Origin)>,
     /// Sessions by principal.
@@ -83,6 +87,11 @@ pub struct SessionState {
     lru: BTreeSet<(u64, SessionId)>,
     /// The most recent events, oldest first (at most [`limits::EVENTS_RETAINED`]).
     events: VecDeque<Event>,
+    /// Bytes of live sessions' attributes ([`Session::encoded_bytes`]), for compaction.
+    bytes: u64,
+    /// Order-independent sum of every live session's and tombstone's fingerprint, kept
+    /// up to date on every change, so [`SessionState::digest`] costs nothing at any size.
+    fingerprints: u64,
     /// Version (log position) of the command being applied (events are stamped with it).
     applying: u64,
 }
@@ -339,13 +348,13 @@ impl SessionState {
         principal: &Option<String>,
         limits: &Limits,
     ) -> Outcome {
-        let Some(session) = self.sessions.get(old).cloned() else {
+        let Some(session) = self.sessions.get(old) else {
             return Outcome::NotFound;
         };
         if self.sessions.contains_key(new) || self.tombstones.contains_key(new) {
             return Outcome::Exists;
         }
-        let mut moved = session;
+        let mut moved = Session::clone(session);
         moved.principal = principal.clone().or(moved.principal);
         moved.accessed_ms = self.clock_ms;
         // Check the limits before killing the old id, so a refused login changes nothing.
@@ -361,7 +370,7 @@ impl SessionState {
     }
 
     fn rotate_out(&mut self, old: &SessionId, new: &SessionId) -> Outcome {
-        let Some(session) = self.sessions.get(old).cloned() else {
+        let Some(session) = self.sessions.get(old).map(|s| Session::clone(s)) else {
             return Outcome::NotFound;
         };
         self.kill(old);
@@ -554,18 +563,30 @@ impl SessionState {
         if let Some(p) = &session.principal {
             self.principals.entry(p.clone()).or_default().insert(id);
         }
-        self.sessions.insert(id, session);
+        self.bytes += Session::encoded_bytes(&session.attributes) as u64;
+        self.fingerprints = self.fingerprints.wrapping_add(fingerprint(&id, &session));
+        self.sessions.insert(id, Arc::new(session));
     }
 
     /// Changes a live session and keeps the expiry index in step; returns its version.
     fn modify(&mut self, id: &SessionId, change: impl FnOnce(&mut Session)) -> Option<u64> {
-        let session = self.sessions.get_mut(id)?;
+        let shared = self.sessions.get_mut(id)?;
+        let session = Arc::make_mut(shared);
         let removed = self.expiry.remove(&(session.expires_at_ms(), *id));
         debug_assert!(removed, "every live session is in the expiry index");
         self.lru.remove(&(session.accessed_ms, *id));
+        let before = (
+            Session::encoded_bytes(&session.attributes) as u64,
+            fingerprint(id, session),
+        );
         change(session);
         self.expiry.insert((session.expires_at_ms(), *id));
         self.lru.insert((session.accessed_ms, *id));
+        self.bytes = self.bytes - before.0 + Session::encoded_bytes(&session.attributes) as u64;
+        self.fingerprints = self
+            .fingerprints
+            .wrapping_sub(before.1)
+            .wrapping_add(fingerprint(id, session));
         Some(session.version)
     }
 
@@ -583,9 +604,19 @@ impl SessionState {
                     }
                 }
             }
-            self.tombstones.insert(*id, self.clock_ms);
-            self.tombstone_order.insert((self.clock_ms, *id));
+            self.bytes -= Session::encoded_bytes(&session.attributes) as u64;
+            self.fingerprints = self.fingerprints.wrapping_sub(fingerprint(id, &session));
+            self.bury(*id, self.clock_ms);
         }
+    }
+
+    fn bury(&mut self, id: SessionId, died: u64) {
+        if let Some(old) = self.tombstones.insert(id, died) {
+            self.tombstone_order.remove(&(old, id));
+            self.fingerprints = self.fingerprints.wrapping_sub(tomb_print(&id, old));
+        }
+        self.tombstone_order.insert((died, id));
+        self.fingerprints = self.fingerprints.wrapping_add(tomb_print(&id, died));
     }
 
     fn expire_if_due(&mut self, id: &SessionId) {
@@ -623,7 +654,9 @@ impl SessionState {
                 break;
             }
             self.tombstone_order.pop_first();
-            self.tombstones.remove(&id);
+            if let Some(died) = self.tombstones.remove(&id) {
+                self.fingerprints = self.fingerprints.wrapping_sub(tomb_print(&id, died));
+            }
         }
         purged
     }
@@ -648,7 +681,11 @@ impl SessionState {
     pub fn to_image(&self) -> StateImage {
         StateImage {
             clock_ms: self.clock_ms,
-            sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(k, v)| (*k, Session::clone(v)))
+                .collect(),
             tombstones: self.tombstones.iter().map(|(k, v)| (*k, *v)).collect(),
             dedup: self
                 .dedup_order
@@ -693,8 +730,7 @@ impl SessionState {
             if state.sessions.contains_key(&id) {
                 return Err(InvalidImage(format!("{id} is both live and tombstoned")));
             }
-            state.tombstones.insert(id, died);
-            state.tombstone_order.insert((died, id));
+            state.bury(id, died);
         }
         for (at, origin, response) in image.dedup {
             if state.dedup.insert(origin, response).is_some() {
@@ -705,10 +741,141 @@ impl SessionState {
         Ok(state)
     }
 
-    /// A digest of the whole state; replicas at the same applied index must agree on it.
+    /// A digest of the whole state; replicas at the same applied index must agree on it. It
+    /// combines the replicated clock, the counts, and an order-independent sum of fingerprints
+    /// of every live session (id, version, times, principal, attribute bytes) and tombstone,
+    /// kept up to date by every change, so it costs nothing at any size. A session's attributes
+    /// enter through its version: they change only with it.
     pub fn digest(&self) -> u64 {
-        let bytes = postcard::to_allocvec(&self.to_image()).expect("state images always encode");
+        let mut bytes = Vec::with_capacity(64);
+        for v in [
+            self.clock_ms,
+            self.sessions.len() as u64,
+            self.tombstones.len() as u64,
+            self.dedup.len() as u64,
+            self.events.len() as u64,
+            self.bytes,
+            self.fingerprints,
+        ] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
         crate::id::fnv1a64(&bytes)
+    }
+
+    /// Bytes of live sessions' attributes: what compaction weighs the log against.
+    pub fn session_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// A consistent copy of the state for a snapshot, taken in O(1) for the sessions (the
+    /// persistent maps share structure; later writes copy what they change). Encoding it
+    /// ([`StateView`] is `Serialize`, in [`StateImage`]'s layout) needs no lock.
+    pub fn view(&self) -> StateView {
+        StateView {
+            clock_ms: self.clock_ms,
+            sessions: self.sessions.clone(),
+            tombstones: self.tombstones.clone(),
+            dedup: self.dedup.clone(),
+            dedup_order: self.dedup_order.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+fn fingerprint(id: &SessionId, s: &Session) -> u64 {
+    let mut bytes = Vec::with_capacity(96);
+    bytes.extend_from_slice(id.as_bytes());
+    for v in [
+        s.version,
+        s.created_ms,
+        s.accessed_ms,
+        s.idle_timeout_ms,
+        s.deadline_ms.map_or(u64::MAX, |d| d),
+        Session::encoded_bytes(&s.attributes) as u64,
+    ] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    if let Some(p) = &s.principal {
+        bytes.extend_from_slice(p.as_bytes());
+    }
+    crate::id::fnv1a64(&bytes)
+}
+
+fn tomb_print(id: &SessionId, died: u64) -> u64 {
+    let mut bytes = [0u8; 25];
+    bytes[..16].copy_from_slice(id.as_bytes());
+    bytes[16..24].copy_from_slice(&died.to_le_bytes());
+    bytes[24] = 0xdd;
+    crate::id::fnv1a64(&bytes)
+}
+
+/// A state as of one log index, detached from the live state machine: what a snapshot
+/// encodes while writes go on. Serializes exactly as the equivalent [`StateImage`].
+#[derive(Clone, Debug)]
+pub struct StateView {
+    clock_ms: u64,
+    sessions: OrdMap<SessionId, Arc<Session>>,
+    tombstones: OrdMap<SessionId, u64>,
+    dedup: OrdMap<Origin, Response>,
+    dedup_order: VecDeque<(u64, Origin)>,
+    events: VecDeque<Event>,
+}
+
+impl StateView {
+    /// Live sessions in the view.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether the view holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+impl Serialize for StateView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let dedup: Vec<(u64, Origin, &Response)> = self
+            .dedup_order
+            .iter()
+            .filter_map(|(at, o)| self.dedup.get(o).map(|r| (*at, *o, r)))
+            .collect();
+        let mut st = serializer.serialize_struct("StateImage", 5)?;
+        st.serialize_field("clock_ms", &self.clock_ms)?;
+        st.serialize_field("sessions", &SessionSeq(&self.sessions))?;
+        st.serialize_field("tombstones", &Seq(&self.tombstones))?;
+        st.serialize_field("dedup", &dedup)?;
+        st.serialize_field("events", &self.events)?;
+        st.end()
+    }
+}
+
+/// The sessions as a sequence of `(id, session)` with its exact length.
+struct SessionSeq<'a>(&'a OrdMap<SessionId, Arc<Session>>);
+
+impl Serialize for SessionSeq<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (k, v) in self.0.iter() {
+            seq.serialize_element(&(k, &**v))?;
+        }
+        seq.end()
+    }
+}
+
+/// A persistent map serialized as a sequence of pairs with its exact length.
+struct Seq<'a, K, V>(&'a OrdMap<K, V>);
+
+impl<K: Serialize + Ord + Clone, V: Serialize + Clone> Serialize for Seq<'_, K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (k, v) in self.0.iter() {
+            seq.serialize_element(&(k, v))?;
+        }
+        seq.end()
     }
 }
 
@@ -1132,5 +1299,50 @@ mod tests {
         let back = SessionState::from_image(s.to_image()).expect("valid image");
         assert_eq!(back, s);
         assert_eq!(back.digest(), s.digest());
+    }
+
+    #[test]
+    fn a_view_encodes_as_its_image_and_ignores_later_writes() {
+        let mut s = SessionState::default();
+        for n in 1..=40u8 {
+            s.apply(u64::from(n), &req(u64::from(n), create(n, 5000)));
+        }
+        s.apply(41, &req(41, set(3, "cart", b"book", None)));
+        s.apply(
+            42,
+            &Request {
+                origin: Some(Origin {
+                    client: ClientId(4),
+                    seq: 1,
+                }),
+                ..req(
+                    42,
+                    Command::Delete {
+                        id: id(5),
+                        expected_version: None,
+                    },
+                )
+            },
+        );
+        let image = s.to_image();
+        let view = s.view();
+        let (digest, bytes) = (s.digest(), s.session_bytes());
+        // Writes after the view change the state, not the view.
+        s.apply(43, &req(43, set(3, "cart", b"pen", None)));
+        s.apply(44, &req(44, create(77, 5000)));
+        assert_ne!(s.digest(), digest, "the digest follows every change");
+        assert!(s.session_bytes() > bytes);
+        assert_eq!(
+            postcard::to_allocvec(&view).expect("view"),
+            postcard::to_allocvec(&image).expect("image"),
+            "a view encodes exactly as the image taken at the same point"
+        );
+        assert_eq!(view.len(), 39);
+        let back = SessionState::from_image(image).expect("valid");
+        assert_eq!(
+            back.digest(),
+            digest,
+            "the digest of a rebuilt state is the same"
+        );
     }
 }

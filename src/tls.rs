@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::raft::backend::BoxFuture;
+use crate::future::BoxFuture;
 use crate::transport::{BoxStream, Connector, Listener, TcpConnector};
 
 /// A PEM file larger than this is refused before it is read (a chain of a few certificates is a

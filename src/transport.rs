@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
+use crate::future::BoxFuture;
 use crate::id::GroupId;
 use crate::limits;
-use crate::raft::backend::BoxFuture;
 use crate::wire::{self, Kind, RequestBody, ResponseBody, WireError};
 
 /// A bidirectional byte stream.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use steadfast::clock::Clock;
-use steadfast::raft::backend::BoxFuture;
+use steadfast::future::BoxFuture;
 use steadfast::transport::{BoxStream, Connector, Listener};
 
 /// Connects through turmoil's simulated TCP.

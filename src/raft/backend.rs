@@ -9,16 +9,16 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use crate::codec::WriteSeek;
+pub use crate::future::BoxFuture;
 use crate::id::GroupId;
 
-/// A boxed future, so backends can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// Writes a snapshot into the file (or buffer) it is given, front to back.
+pub type SnapshotWrite = Box<dyn FnOnce(&mut dyn WriteSeek) -> io::Result<()> + Send>;
 
 /// Keys of a group's small metadata records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,8 +73,20 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, group: GroupId, op: WriteOp) -> io::Result<()>;
     /// Makes every earlier write durable.
     fn sync(&self) -> BoxFuture<'_, io::Result<()>>;
-    /// Replaces a group's snapshot; durable when the future completes.
-    fn save_snapshot(&self, group: GroupId, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>>;
+    /// Replaces a group's snapshot with what `write` writes (streamed, never whole in memory);
+    /// durable when the future completes, and a crash leaves either the old or the new one.
+    fn write_snapshot(&self, group: GroupId, write: SnapshotWrite)
+        -> BoxFuture<'_, io::Result<()>>;
+    /// Reads a group's latest durable snapshot.
+    fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>>;
+    /// Reads the written (not necessarily durable) log entries with `start <= index < end`.
+    fn read_entries(&self, group: GroupId, start: u64, end: u64)
+        -> io::Result<Vec<(u64, Vec<u8>)>>;
+
+    /// Replaces a group's snapshot with `bytes`; durable when the future completes.
+    fn save_snapshot(&self, group: GroupId, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
+        self.write_snapshot(group, Box::new(move |w| w.write_all(&bytes)))
+    }
 }
 
 /// In-memory storage with crash semantics.
@@ -199,10 +211,56 @@ impl Backend for MemBackend {
         })
     }
 
-    fn save_snapshot(&self, group: GroupId, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
-        let mut disk = self.disk.lock().expect("mem disk lock");
-        disk.durable.entry(group).or_default().snapshot = Some(bytes);
-        Box::pin(async { Ok(()) })
+    fn write_snapshot(
+        &self,
+        group: GroupId,
+        write: SnapshotWrite,
+    ) -> BoxFuture<'_, io::Result<()>> {
+        let mut buffer = io::Cursor::new(Vec::new());
+        let written = write(&mut buffer);
+        Box::pin(async move {
+            written?;
+            let mut disk = self.disk.lock().expect("mem disk lock");
+            disk.durable.entry(group).or_default().snapshot = Some(buffer.into_inner());
+            Ok(())
+        })
+    }
+
+    fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
+        let disk = self.disk.lock().expect("mem disk lock");
+        Ok(disk.durable.get(&group).and_then(|g| g.snapshot.clone()))
+    }
+
+    fn read_entries(
+        &self,
+        group: GroupId,
+        start: u64,
+        end: u64,
+    ) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let disk = self.disk.lock().expect("mem disk lock");
+        let mut view = GroupImage {
+            entries: disk
+                .durable
+                .get(&group)
+                .map(|g| {
+                    g.entries
+                        .range(start..end.max(start))
+                        .map(|(k, v)| (*k, v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..GroupImage::default()
+        };
+        for (g, op) in &disk.pending {
+            if *g == group && !matches!(op, WriteOp::Meta(..)) {
+                apply_op(&mut view, op.clone());
+            }
+        }
+        Ok(view
+            .entries
+            .range(start..end.max(start))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
     }
 }
 
@@ -290,16 +348,9 @@ impl Backend for SledBackend {
         }
         for kv in self.tree(group, "log")?.iter() {
             let (k, v) = kv.map_err(sled_io)?;
-            let key: [u8; 8] = k.as_ref().try_into().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes")
-            })?;
-            image.entries.insert(u64::from_be_bytes(key), v.to_vec());
+            image.entries.insert(log_key(&k)?, v.to_vec());
         }
-        match std::fs::read(self.snapshot_path(group)) {
-            Ok(bytes) => image.snapshot = Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        image.snapshot = self.read_snapshot(group)?;
         Ok(image)
     }
 
@@ -352,24 +403,69 @@ impl Backend for SledBackend {
         })
     }
 
-    fn save_snapshot(&self, group: GroupId, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
+    fn write_snapshot(
+        &self,
+        group: GroupId,
+        write: SnapshotWrite,
+    ) -> BoxFuture<'_, io::Result<()>> {
         let path = self.snapshot_path(group);
         let dir = self.dir.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || write_durably(&dir, &path, &bytes))
+            tokio::task::spawn_blocking(move || write_file_durably(&dir, &path, write))
                 .await
                 .map_err(io::Error::other)?
         })
     }
+
+    fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.snapshot_path(group)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_entries(
+        &self,
+        group: GroupId,
+        start: u64,
+        end: u64,
+    ) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        for kv in self
+            .tree(group, "log")?
+            .range(start.to_be_bytes()..end.to_be_bytes())
+        {
+            let (k, v) = kv.map_err(sled_io)?;
+            out.push((log_key(&k)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+fn log_key(k: &[u8]) -> io::Result<u64> {
+    let key: [u8; 8] = k
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(key))
 }
 
 /// Writes a file so that after a crash either the old or the new content is there, whole.
 pub fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
+    let bytes = bytes.to_vec();
+    write_file_durably(dir, path, Box::new(move |w| w.write_all(&bytes)))
+}
+
+/// [`write_durably`] with the content streamed by `write`.
+pub fn write_file_durably(dir: &Path, path: &Path, write: SnapshotWrite) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
+    write(&mut file)?;
     file.sync_all()?;
+    drop(file);
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }
