@@ -19,6 +19,7 @@
 
 pub mod adapters;
 pub mod backup;
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod codec;

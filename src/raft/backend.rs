@@ -264,6 +264,9 @@ impl Backend for MemBackend {
     }
 }
 
+/// sled's page cache per node.
+const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
 const OPEN_LOCK_RETRIES: u32 = 100;
 
@@ -289,6 +292,10 @@ impl SledBackend {
             let opened = sled::Config::new()
                 .path(dir.join("sled"))
                 .mode(sled::Mode::HighThroughput)
+                // The log is read back rarely (its tail is cached decoded in memory, the state
+                // machine lives in memory): sled's default 1 GiB page cache only held a second
+                // copy of the log.
+                .cache_capacity(SLED_CACHE_BYTES)
                 .open();
             match opened {
                 Err(e) if lock_held(&e) && attempts < OPEN_LOCK_RETRIES => {

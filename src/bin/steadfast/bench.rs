@@ -1,16 +1,15 @@
-//! `steadfast bench`: a closed-loop load generator with HDR latency histograms.
+//! `steadfast bench`: a closed-loop load generator (the library's `bench` module) and its report.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use steadfast::client::{CreateOptions, Update};
-use steadfast::command::Attributes;
-use steadfast::{Client, SessionId};
+use steadfast::bench::{self, LocalNodes, Report, Workload};
+use steadfast::client::ClientConfig;
+use steadfast::Client;
 
 /// Load-test settings.
 #[derive(Args, Debug)]
@@ -20,28 +19,35 @@ pub struct BenchArgs {
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// How long to run, in seconds.
+    /// How long to run (each point, with --standard), in seconds.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// Bytes per written attribute value.
+    /// Bytes per written attribute value (and per preloaded session with --preload).
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
     /// Fraction of operations that are reads (0.0..=1.0).
     #[arg(long, default_value_t = 0.0)]
     read_ratio: f64,
-    /// Sessions the load is spread over.
+    /// Sessions the load is spread over (created empty), unless --preload is given.
     #[arg(long, default_value_t = 1000)]
     sessions: usize,
-}
-
-struct Tally {
-    reads: Histogram<u64>,
-    writes: Histogram<u64>,
-    errors: u64,
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+    /// Create this many sessions of --value-bytes first (concurrently) and spread the load
+    /// over them: a large population.
+    #[arg(long)]
+    preload: Option<usize>,
+    /// Concurrent creators (and deleters) for the preload and the cleanup.
+    #[arg(long, default_value_t = 64)]
+    preload_concurrency: usize,
+    /// Run the four standard points of ../shared/peers/run.sh (1 and 64 clients, writes and
+    /// reads) instead of one point.
+    #[arg(long)]
+    standard: bool,
+    /// Print one line per second of each point (throughput, p50, p99, max), so stalls show.
+    #[arg(long)]
+    timeline: bool,
+    /// Keep the bench's sessions afterwards (by default they are deleted).
+    #[arg(long)]
+    keep: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -50,78 +56,83 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--read-ratio must be within 0..=1"
     );
     anyhow::ensure!(
-        args.clients > 0 && args.sessions > 0,
-        "--clients and --sessions must be positive"
+        args.clients > 0 && args.sessions > 0 && args.preload != Some(0),
+        "--clients, --sessions and --preload must be positive"
     );
-    let client = Client::connect(args.endpoints.client_config()?)
-        .await
-        .context("connecting")?;
-    let mut ids = Vec::with_capacity(args.sessions);
-    for _ in 0..args.sessions {
-        let (id, _) = client
-            .create(Attributes::new(), CreateOptions::default())
-            .await?;
-        ids.push(id);
-    }
-    let ids: Arc<Vec<SessionId>> = Arc::new(ids);
-    let stop = tokio::time::Instant::now() + Duration::from_secs(args.duration_secs);
-    let started = tokio::time::Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..args.clients {
-        let (client, ids) = (client.clone(), ids.clone());
-        let (value_bytes, read_ratio) = (args.value_bytes, args.read_ratio);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(worker as u64);
-            let mut tally = Tally {
-                reads: histogram(),
-                writes: histogram(),
-                errors: 0,
-            };
-            while tokio::time::Instant::now() < stop {
-                let id = ids[rng.gen_range(0..ids.len())];
-                let read = rng.gen_bool(read_ratio);
-                let t0 = tokio::time::Instant::now();
-                let ok = if read {
-                    client.get(id).await.is_ok()
-                } else {
-                    let value: Vec<u8> = (0..value_bytes).map(|_| rng.gen()).collect();
-                    client
-                        .update(id, Update::default().set("v", value))
-                        .await
-                        .is_ok()
-                };
-                let micros = t0.elapsed().as_micros() as u64;
-                let h = if read {
-                    &mut tally.reads
-                } else {
-                    &mut tally.writes
-                };
-                if ok {
-                    h.saturating_record(micros.max(1));
-                } else {
-                    tally.errors += 1;
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally {
-        reads: histogram(),
-        writes: histogram(),
-        errors: 0,
+    let mut config: ClientConfig = args.endpoints.client_config()?;
+    // A namespace of its own: the cluster's application namespaces' limits do not apply.
+    config.namespace = "bench".into();
+    let endpoints = config.endpoints.clone();
+    let client = Client::connect(config).await.context("connecting")?;
+    let (count, bytes) = match args.preload {
+        Some(n) => (n, args.value_bytes),
+        None => (args.sessions, 0),
     };
-    for t in tasks {
-        let t = t.await?;
-        total.reads.add(&t.reads)?;
-        total.writes.add(&t.writes)?;
-        total.errors += t.errors;
+    let started = tokio::time::Instant::now();
+    let ids = bench::preload(
+        &client,
+        count,
+        bytes,
+        args.preload_concurrency,
+        progress("preloaded"),
+    )
+    .await
+    .context("preloading sessions")?;
+    if args.preload.is_some() {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "preload: {count} sessions of {bytes} B in {secs:.1} s ({:.0}/s)",
+            count as f64 / secs
+        );
     }
-    let secs = started.elapsed().as_secs_f64();
+    let ids = Arc::new(ids);
+    let nodes = LocalNodes::find(&endpoints);
+    let points = if args.standard {
+        vec![(1, 0.0), (1, 1.0), (64, 0.0), (64, 1.0)]
+    } else {
+        vec![(args.clients, args.read_ratio)]
+    };
+    for (clients, read_ratio) in points {
+        let workload = Workload {
+            clients,
+            duration: Duration::from_secs(args.duration_secs),
+            value_bytes: args.value_bytes,
+            read_ratio,
+        };
+        let before = nodes.sample();
+        let report = bench::run(&client, ids.clone(), &workload).await;
+        let after = nodes.sample();
+        print_report(&workload, &report, args.timeline);
+        print_cpu(&before, &after, &report);
+    }
+    if !args.keep {
+        let deleted = bench::cleanup(&client, &ids, args.preload_concurrency).await;
+        eprintln!("cleanup: deleted {deleted} of {} bench sessions", ids.len());
+    }
+    Ok(())
+}
+
+/// A progress callback that prints on a terminal only.
+fn progress(what: &'static str) -> impl Fn(usize) + Send + Sync + 'static {
+    let tty = std::io::stderr().is_terminal();
+    move |n| {
+        if tty {
+            eprint!("\r{what} {n}");
+        }
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn print_report(w: &Workload, r: &Report, timeline: bool) {
+    let secs = r.elapsed.as_secs_f64();
     println!(
-        "clients={} duration={:.1}s value_bytes={} read_ratio={} errors={}",
-        args.clients, secs, args.value_bytes, args.read_ratio, total.errors
+        "clients={} duration={secs:.1}s value_bytes={} read_ratio={} errors={}",
+        w.clients, w.value_bytes, w.read_ratio, r.errors
     );
-    for (name, h) in [("write", &total.writes), ("read", &total.reads)] {
+    for (name, h) in [("write", &r.writes), ("read", &r.reads)] {
         if h.is_empty() {
             continue;
         }
@@ -129,11 +140,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "{name:<5} ops={:<8} throughput={:>9.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
             h.len(),
             h.len() as f64 / secs,
-            h.value_at_quantile(0.50) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.value_at_quantile(0.999) as f64 / 1000.0,
+            ms(h, 0.50),
+            ms(h, 0.99),
+            ms(h, 0.999),
             h.max() as f64 / 1000.0,
         );
     }
-    Ok(())
+    if let Some(ratio) = r.worst_second_ratio() {
+        println!("slowest second: {:.0} % of the mean rate", ratio * 100.0);
+    }
+    if timeline {
+        for (s, h) in r.timeline.iter().enumerate() {
+            println!(
+                "  second {s:>3}: {:>7} ops  p50={:.3}ms p99={:.3}ms max={:.3}ms",
+                h.len(),
+                ms(h, 0.5),
+                ms(h, 0.99),
+                h.max() as f64 / 1000.0
+            );
+        }
+    }
+}
+
+fn print_cpu(before: &[bench::NodeCpu], after: &[bench::NodeCpu], r: &Report) {
+    let ops = (r.writes.len() + r.reads.len()).max(1) as f64;
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for a in after {
+        let Some(b) = before.iter().find(|b| b.pid == a.pid) else {
+            continue;
+        };
+        let used = a.seconds - b.seconds;
+        total += used;
+        parts.push(format!("{} {used:.2}s", a.endpoint));
+    }
+    if !parts.is_empty() {
+        println!(
+            "server cpu: {} = {total:.2}s, {:.0} us per op",
+            parts.join(", "),
+            total / ops * 1e6
+        );
+    }
 }
