@@ -304,6 +304,9 @@ pub fn check_access(history: &[Op], idle_timeout_ms: u64) -> Result<(), LifeViol
     Ok(())
 }
 
+/// `(real time, expiry in ms)`: a floor from its completion, or a sighting at its invocation.
+type Floor = (u64, u64);
+
 /// Every `(invoke, seen)` must be at least every floor `(complete, floor)` completed before it.
 fn monotone(
     what: &str,
@@ -375,7 +378,7 @@ pub fn check_principals(ops: &[LifeOp], opts: LifeOptions) -> Result<(), LifeVio
     for (session, (principal, login)) in &logins {
         check_login(ops, opts, *session, *principal, login)?;
     }
-    let mut probes: BTreeMap<SessionNo, (Vec<(u64, u64)>, Vec<(u64, u64)>)> = BTreeMap::new();
+    let mut probes: BTreeMap<SessionNo, (Vec<Floor>, Vec<Floor>)> = BTreeMap::new();
     for o in ops {
         let Some(complete) = o.complete else { continue };
         match &o.kind {
