@@ -829,7 +829,9 @@ struct ReadRound {
 impl ReadRound {
     async fn run(&self) -> ReadResult {
         let term = self.raft.metrics().borrow().current_term;
-        if self.barrier_term.load(Ordering::Acquire) != term {
+        // Deliberately skipped under the teeth feature (simulation only).
+        let barrier = !cfg!(feature = "broken-read-barrier");
+        if barrier && self.barrier_term.load(Ordering::Acquire) != term {
             tracing::debug!(term, "read barrier");
             let request = Request {
                 now_ms: self.now_ms,

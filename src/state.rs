@@ -161,7 +161,8 @@ impl SessionState {
     pub fn get(&self, id: &SessionId) -> Option<SessionView> {
         let s = self.sessions.get(id)?;
         let expires_at_ms = s.expires_at_ms();
-        if expires_at_ms <= self.clock_ms {
+        // Deliberately wrong under the teeth feature (simulation only): expiry left to the purge.
+        if expires_at_ms <= self.clock_ms && !cfg!(feature = "broken-expired-get") {
             return None;
         }
         Some(SessionView {
@@ -373,7 +374,10 @@ impl SessionState {
         let Some(session) = self.sessions.get(old).map(|s| Session::clone(s)) else {
             return Outcome::NotFound;
         };
-        self.kill(old);
+        // Deliberately wrong under the teeth feature (simulation only): old id stays.
+        if !cfg!(feature = "broken-rotate-out-keeps-old") {
+            self.kill(old);
+        }
         self.emit(EventKind::Rotated {
             from: *old,
             to: *new,
@@ -425,15 +429,21 @@ impl SessionState {
             // after the read would resurrect it: another read may already have reported it
             // expired (found by the simulation, seed 194).
             let clock = self.clock_ms;
-            let alive = self
-                .sessions
-                .get(id)
-                .is_some_and(|s| s.expires_at_ms() > clock);
+            let alive = self.sessions.get(id).is_some_and(|s| {
+                // Teeth feature (simulation only): the seed-194 fix reverted.
+                s.expires_at_ms() > clock || cfg!(feature = "broken-touch-revives")
+            });
             if alive {
                 // A read cannot happen after now (regression: a fuzzed batch from the future
                 // moved `accessed_ms` past the replicated clock).
                 let at = (*read_at).min(clock);
-                self.modify(id, |s| s.accessed_ms = s.accessed_ms.max(at));
+                self.modify(id, |s| {
+                    s.accessed_ms = if cfg!(feature = "broken-touch-backwards") {
+                        at // Deliberately wrong (simulation teeth only): may go back.
+                    } else {
+                        s.accessed_ms.max(at)
+                    }
+                });
                 touched.push(*id);
             }
         }
@@ -498,7 +508,13 @@ impl SessionState {
         }
         if let (Some(p), Some(max)) = (&session.principal, limits.max_per_principal) {
             let live = self.sessions_of(p).len() as u64;
-            if live >= u64::from(max) && limits.when_principal_full == WhenFull::Refuse {
+            // Deliberately off by one under the teeth feature (simulation only).
+            let full = if cfg!(feature = "broken-principal-limit") {
+                live > u64::from(max)
+            } else {
+                live >= u64::from(max)
+            };
+            if full && limits.when_principal_full == WhenFull::Refuse {
                 return Some(Outcome::LimitReached {
                     reason: format!("principal has {live} sessions, limit {max}"),
                 });

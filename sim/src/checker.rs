@@ -4,9 +4,10 @@
 //!
 //! Every Raft group is one linearizable object: a map from session id ("key") to a versioned
 //! register whose life is `Absent -> Present(v1) -> Present(v2) -> ... -> Dead` (delete wins:
-//! a tombstoned key is never created again). Every successful Create/Put/Delete is one Raft log
-//! entry and its `version` *is* that entry's log index, so inside a group versions are unique
-//! and strictly increase along the linearization order, across all keys of the group. Touch
+//! a tombstoned key is never created again). Every successful Create/Put/Delete gets a `version`
+//! unique in its group that strictly increases along the group's log order, across all keys of
+//! the group (the log index, or `(log_index << 16) | position` when one entry carries many
+//! writes); the checker only compares versions for equality and order, never as indexes. Touch
 //! returns the current version and writes none. Every `Ok`/`Read` response carries the group's
 //! replicated clock at the linearization point, which never decreases along that order.
 //!
@@ -60,7 +61,8 @@
 //!
 //! # Assumptions the harness must honour
 //!
-//! * `version` is the Raft log index of the write, per group; a key lives in exactly one group.
+//! * `version` is unique per group and increases in the group's log order (compared, never
+//!   counted); a key lives in exactly one group.
 //! * A CAS (`expected: Some`) on an absent or dead key answers `NotFound`, not `Conflict`.
 //! * Without [`CheckOptions::sessions_may_expire`] no session expires during the run (TTLs longer
 //!   than the simulated time), so only a delete can make a created key disappear.
@@ -632,8 +634,10 @@ pub fn check_final_reads_with(
     Ok(())
 }
 
-/// A successful rotation of `key` (recorded in the history as a delete, op `op`, whose version is
-/// the rotation's log index) and what a read of the new id returned right after it.
+/// A successful rotation of `key` (op `op`) and what a read of the new id returned right after
+/// it. Within one group the history records it as a delete at `version`, the rotation's
+/// version; across groups `version` belongs to the new id's group (`RotateIn`) and the history
+/// records the old key's death as an Unknown delete (the `RotateOut`'s version is not returned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
     pub op: u64,
@@ -641,14 +645,21 @@ pub struct Rotation {
     pub version: u64,
     /// The new id's session: `None` if it was gone.
     pub carried: Option<ReadValue>,
+    /// When the rotation returned (harness ticks).
+    pub complete: u64,
+    /// The new id is in another group than `key`.
+    pub cross_group: bool,
 }
 
 /// A rotation moves the key's data *as of the rotation* to the new id: the new id holds the value
-/// of the last data write of `key` before the rotation's index, at the rotation's version.
+/// of the last data write of `key` before the rotation, at the rotation's version.
 ///
-/// Sound under the same rules as [`check`]: it uses acknowledged and observed versions only. The
-/// carried value must come from a write of `key` invoked before the rotation completed; if that
-/// write's version is known, no other version of `key` may lie between it and the rotation.
+/// Sound under the same rules as [`check`]: it uses acknowledged and observed versions only, and
+/// compares versions for order only. The carried value must come from a write of `key` invoked
+/// before the rotation completed; if that write's version is known, no other version of `key`
+/// may come between it and the rotation: within one group, one below the rotation's version;
+/// across groups (versions of two logs do not compare), one acknowledged before the rotation
+/// was invoked.
 ///
 /// # Errors
 ///
@@ -677,10 +688,11 @@ pub fn check_rotation(
         )));
     }
     let ops: Vec<&Op> = history.iter().filter(|o| o.key == rotation.key).collect();
-    let rotate_complete = ops
+    let rotate_complete = rotation.complete;
+    let rotate_invoke = ops
         .iter()
         .find(|o| o.id == rotation.op)
-        .map_or(NEVER, |o| o.effective_complete());
+        .map_or(0, |o| o.invoke);
     let written = |o: &Op| match o.kind {
         OpKind::Create { value } | OpKind::Put { value, .. } => Some(value),
         _ => None,
@@ -700,30 +712,37 @@ pub fn check_rotation(
             source.id
         )));
     }
-    // Every (version, value) of the key anybody saw or was acknowledged.
-    let mut known: Vec<(u64, Option<u64>)> = Vec::new();
+    // Every (version, value, completion) of the key anybody saw or was acknowledged.
+    let mut known: Vec<(u64, Option<u64>, u64)> = Vec::new();
     for o in &ops {
+        let done = o.complete.unwrap_or(NEVER);
         match &o.outcome {
             Outcome::Ok { version, .. } if o.id != rotation.op => {
-                known.push((*version, written(o)))
+                known.push((*version, written(o), done))
             }
             Outcome::Read {
                 found: Some(rv), ..
-            } => known.push((rv.version, Some(rv.value))),
+            } => known.push((rv.version, Some(rv.value), done)),
             _ => {}
         }
     }
     let source_version = known
         .iter()
-        .find(|(_, v)| *v == Some(carried.value))
-        .map(|(version, _)| *version);
+        .find(|(_, v, _)| *v == Some(carried.value))
+        .map(|(version, _, _)| *version);
+    let before_rotation = |version: u64, done: u64| {
+        if rotation.cross_group {
+            done < rotate_invoke
+        } else {
+            version < rotation.version
+        }
+    };
     if let Some(sv) = source_version {
-        if let Some((newer, _)) = known
-            .iter()
-            .find(|(v, value)| *v > sv && *v < rotation.version && *value != Some(carried.value))
-        {
+        if let Some((newer, _, _)) = known.iter().find(|(v, value, done)| {
+            *v > sv && before_rotation(*v, *done) && *value != Some(carried.value)
+        }) {
             return Err(fail(format!(
-                "carried value {} (version {sv}), but version {newer} came before the rotation                  at {}",
+                "carried value {} (version {sv}), but version {newer} came before the rotation at {}",
                 carried.value, rotation.version
             )));
         }
@@ -2263,6 +2282,8 @@ mod tests {
             op: 3,
             key: 1,
             version: 7,
+            complete: 5,
+            cross_group: false,
             carried: carried.map(|(version, value)| ReadValue {
                 version,
                 value,
@@ -2287,6 +2308,18 @@ mod tests {
             check_rotation(&later, &r, opts).map_err(|v| v.class()),
             Err("RotationLostData")
         );
+        // Across groups the rotation's version belongs to the other log: a newer write counts
+        // as before the rotation when it was acknowledged before the rotation began.
+        let cross = |carried| Rotation {
+            version: 2,
+            cross_group: true,
+            ..rotation(carried)
+        };
+        assert_eq!(
+            check_rotation(&history, &cross(Some((2, 11))), opts),
+            Ok(())
+        );
+        assert_eq!(class(&cross(Some((2, 10)))), Err("RotationLostData"));
         // With expiry on, a vanished new id is not evidence of loss.
         let expiring = CheckOptions {
             sessions_may_expire: true,

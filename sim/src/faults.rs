@@ -39,11 +39,16 @@ pub enum FaultClass {
     /// later added back) through joint consensus while clients and other faults go on. Counted
     /// when the change commits.
     MembershipChange,
+    /// The leader's syncs slow down so its followers' finish first; right after a write is
+    /// acknowledged every node loses power, the leader its whole unsynced tail (entries a
+    /// majority of followers hold); the old leader restarts alone first and is read at once,
+    /// the others later. A leader that resumed its old term would reissue those log ids.
+    LeaderTailLoss,
 }
 
 impl FaultClass {
     /// Every class, in report order.
-    pub const ALL: [FaultClass; 15] = [
+    pub const ALL: [FaultClass; 16] = [
         FaultClass::PartitionMajority,
         FaultClass::IsolateLeader,
         FaultClass::MajoritiesRing,
@@ -59,6 +64,7 @@ impl FaultClass {
         FaultClass::ClockJump,
         FaultClass::CrashAfterVote,
         FaultClass::MembershipChange,
+        FaultClass::LeaderTailLoss,
     ];
 
     /// Whether the class applies to a cluster of `nodes`.
@@ -71,6 +77,42 @@ impl FaultClass {
 }
 
 impl fmt::Display for FaultClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Workload corners where the planted bugs live; a sweep reports how often each was reached
+/// and fails if one never was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Corner {
+    /// A rotation into another group succeeded (`RotateOut` then `RotateIn`).
+    CrossGroupRotation,
+    /// An op on a rotated-away id after its rotation completed.
+    OpOnRotatedId,
+    /// A login refused at the principal limit.
+    LoginRefused,
+    /// Two logins of one principal in flight at once.
+    LoginsRacing,
+    /// A read landing within 150 ms of the session's deadline.
+    DeadlineRace,
+    /// A read issued right after the old leader restarted alone after a power loss.
+    ReadAfterRestart,
+}
+
+impl Corner {
+    /// Every corner, in report order.
+    pub const ALL: [Corner; 6] = [
+        Corner::CrossGroupRotation,
+        Corner::OpOnRotatedId,
+        Corner::LoginRefused,
+        Corner::LoginsRacing,
+        Corner::DeadlineRace,
+        Corner::ReadAfterRestart,
+    ];
+}
+
+impl fmt::Display for Corner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }

@@ -3,9 +3,14 @@
 //!
 //! # Layout
 //! - [`net`]: the product's `Connector`/`Listener` over turmoil sockets, and the simulated clock.
-//! - [`faults`]: the fault classes and the seed-driven schedule.
-//! - [`harness`]: one run of one seed: cluster, workload, faults, healing, liveness, checks.
-//! - [`checker`]: the history checker (and its brute-force oracle).
+//! - [`disk`]: a node's simulated disk (crash semantics, a sync delay the injector controls).
+//! - [`faults`]: the fault classes and the workload corners a sweep must reach.
+//! - [`swarm`]: each seed's own cluster, operation mix, timeouts, limits and fault mix.
+//! - [`harness`]: one run of one seed: cluster, faults, healing, liveness, checks.
+//! - [`workload`]: the clients and what they record.
+//! - [`injector`]: steps the simulation, injects and heals faults, springs timed traps.
+//! - [`checker`]: the linearizability checker (and its brute-force oracle).
+//! - [`lifecycle`]: rotations, principals and limits, access times and deadlines.
 //! - [`trace`]: the event log and its hash.
 
 #[cfg(not(tokio_unstable))]
@@ -15,7 +20,12 @@ compile_error!(
 );
 
 pub mod checker;
+pub mod disk;
 pub mod faults;
 pub mod harness;
+pub mod injector;
+pub mod lifecycle;
 pub mod net;
+pub mod swarm;
 pub mod trace;
+pub mod workload;

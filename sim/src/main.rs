@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use steadfast_sim::faults::FaultClass;
+use steadfast_sim::faults::{Corner, FaultClass};
 use steadfast_sim::harness::{self, RunOptions};
 
 #[derive(Parser)]
@@ -39,6 +39,13 @@ struct Args {
     /// deliberately broken node: proves the suite has teeth).
     #[arg(long)]
     expect_violation: bool,
+    /// Long runs: fresh random seeds (after `--seeds`, if given) until `--budget-secs`, one
+    /// progress line a minute, and only failing seeds' event logs kept (in `--soak-dir`).
+    #[arg(long)]
+    soak: bool,
+    /// Where `--soak` writes failing seeds' event logs.
+    #[arg(long, default_value = "target/soak")]
+    soak_dir: std::path::PathBuf,
 }
 
 fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
@@ -72,20 +79,45 @@ fn main() -> ExitCode {
     for _ in 0..args.fresh {
         seeds.push(rand::random::<u64>() >> 1);
     }
+    if args.soak {
+        if args.seeds.is_none() && args.seed.is_none() {
+            seeds.clear();
+        }
+        if let Err(e) = std::fs::create_dir_all(&args.soak_dir) {
+            eprintln!("--soak-dir {}: {e}", args.soak_dir.display());
+            return ExitCode::from(2);
+        }
+    }
     let options = RunOptions {
         fault_secs: args.fault_secs,
         ..RunOptions::default()
     };
     let started = Instant::now();
     let mut totals: BTreeMap<FaultClass, u32> = BTreeMap::new();
+    let mut corners: BTreeMap<Corner, u32> = BTreeMap::new();
     let (mut ran, mut failed, mut sim_secs) = (0u64, 0u64, 0u64);
-    for seed in seeds {
+    let mut next_progress = 60;
+    let mut queue = seeds.into_iter();
+    loop {
         if args
             .budget_secs
             .is_some_and(|b| started.elapsed().as_secs() >= b)
         {
             println!("budget exhausted after {ran} seeds");
             break;
+        }
+        let Some(seed) = queue
+            .next()
+            .or_else(|| args.soak.then(|| rand::random::<u64>() >> 1))
+        else {
+            break;
+        };
+        if args.soak && started.elapsed().as_secs() >= next_progress {
+            next_progress += 60;
+            println!(
+                "soak: {ran} seeds in {:.0} s, {failed} failed",
+                started.elapsed().as_secs_f64()
+            );
         }
         let report = harness::run(seed, &options);
         let mut verdict = report.violation.clone();
@@ -103,8 +135,12 @@ fn main() -> ExitCode {
         for (c, n) in &report.faults {
             *totals.entry(*c).or_default() += n;
         }
+        for (c, n) in &report.corners {
+            *corners.entry(*c).or_default() += n;
+        }
         let faults: u32 = report.faults.values().sum();
         match &verdict {
+            None if args.soak => {}
             None => println!(
                 "seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=ok",
                 report.trace_hash, report.nodes, report.ops
@@ -113,8 +149,19 @@ fn main() -> ExitCode {
                 failed += 1;
                 if args.expect_violation {
                     println!("seed={seed} found the planted bug as expected: {v}");
-                    println!("teeth: violation found after {ran} seeds");
+                    println!(
+                        "teeth: caught by seed {seed} after {ran} seeds in {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
                     return ExitCode::SUCCESS;
+                }
+                if args.soak {
+                    let path = args.soak_dir.join(format!("seed-{seed}.log"));
+                    let log = format!("{v}\n{}\n", report.trace.join("\n"));
+                    if let Err(e) = std::fs::write(&path, log) {
+                        eprintln!("{}: {e}", path.display());
+                    }
+                    println!("  log: {}", path.display());
                 }
                 println!("seed={seed} trace={:016x} nodes={} ops={} faults={faults} result=VIOLATION {v}", report.trace_hash, report.nodes, report.ops);
                 println!("  replay: cargo run -p steadfast-sim --release -- --seed {seed} --fault-secs {} --verbose", args.fault_secs);
@@ -133,7 +180,15 @@ fn main() -> ExitCode {
         let n = totals.get(&class).copied().unwrap_or(0);
         println!("  {class:<18} {n}");
         if n == 0 {
-            missing.push(class);
+            missing.push(class.to_string());
+        }
+    }
+    println!("workload corners:");
+    for corner in Corner::ALL {
+        let n = corners.get(&corner).copied().unwrap_or(0);
+        println!("  {corner:<18} {n}");
+        if n == 0 {
+            missing.push(corner.to_string());
         }
     }
     println!(
@@ -149,7 +204,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !missing.is_empty() && !args.allow_missing_faults && ran > 1 {
-        println!("fault classes that never happened: {missing:?}");
+        println!("fault classes or corners that never happened: {missing:?}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

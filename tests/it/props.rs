@@ -2,6 +2,8 @@
 //!
 //! - `session_state_matches_model`: [`SessionState`] against a plain reference model over random
 //!   command sequences (retries, stale stamps, oversized values, expiry).
+//! - `lifecycle_model::session_lifecycle_matches_model`: the same for principals and limits,
+//!   rotations (`Rotate`, `RotateOut`, `RotateIn`), `InvalidatePrincipal` and `TouchBatch`.
 //! - `*_round_trip`, `damaged_records_are_errors`: checked records and frames.
 //! - `mem_backend_matches_model`, `sled_backend_matches_model`: storage against a model of
 //!   durability.
@@ -29,6 +31,8 @@ use steadfast::state::{Session, SessionState, SessionView, StateImage};
 use steadfast::wire::{
     self, ClientRequest, Header, Kind, RaftRequest, ReadReply, RequestBody, ResponseBody, WireError,
 };
+
+mod lifecycle_model;
 
 // ---------------------------------------------------------------------------------------------
 // Runner: case counts, persistence, reporting.
