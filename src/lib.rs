@@ -7,9 +7,12 @@
 //! - [`raft`]: openraft glue: type config, seeded runtime, storage backends (sled, in-memory
 //!   with crash semantics) and the network factory.
 //! - [`wire`] and [`transport`]: framed, multiplexed connections, generic over the byte stream.
-//! - [`node`]: a node hosting many Raft groups; [`client`]: routing, leader cache, retries.
+//! - [`node`]: a node hosting many Raft groups ([`failstop`]: it stops when its storage
+//!   fails); [`client`]: routing, leader cache, retries.
 //! - [`config`]: node and cluster configuration.
-//! - [`backup`]: point-in-time backups and restoring them into new data directories.
+//! - [`backup`]: point-in-time backups; [`restore`]: installing one into a new data directory.
+//! - [`identity`]: which cluster and node a data directory belongs to; [`handshake`]: the
+//!   cluster check when a connection opens.
 
 #![allow(
     clippy::result_large_err,
@@ -24,11 +27,15 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod failstop;
 pub mod fuzzing;
+pub mod handshake;
 pub mod id;
+pub mod identity;
 pub mod limits;
 pub mod node;
 pub mod raft;
+pub mod restore;
 pub mod state;
 pub mod tls;
 pub mod transport;

@@ -7,7 +7,9 @@
 mod admin;
 mod backup;
 mod cluster;
+mod failstop;
 mod fuzz_corpus;
+mod identity;
 mod lifecycle;
 mod membership;
 mod props;
