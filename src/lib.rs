@@ -10,7 +10,8 @@
 //! - [`node`]: a node hosting many Raft groups ([`failstop`]: it stops when its storage
 //!   fails); [`client`]: routing, leader cache, retries.
 //! - [`config`]: node and cluster configuration.
-//! - [`backup`]: point-in-time backups; [`restore`]: installing one into a new data directory.
+//! - [`backup`]: point-in-time backups; [`restore`]: installing one into a new data directory;
+//!   [`recover`]: a one-node cluster from a survivor when a majority is lost for good.
 //! - [`identity`]: which cluster and node a data directory belongs to; [`handshake`]: the
 //!   cluster check when a connection opens.
 
@@ -35,6 +36,7 @@ pub mod identity;
 pub mod limits;
 pub mod node;
 pub mod raft;
+pub mod recover;
 pub mod restore;
 pub mod state;
 pub mod tls;

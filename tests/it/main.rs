@@ -14,6 +14,7 @@ mod lifecycle;
 mod membership;
 mod props;
 mod protocol;
+mod recover;
 mod storage_suite;
 mod support;
 mod tls;

@@ -28,6 +28,8 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Flags for one node only, by index.
     node_extra: std::collections::BTreeMap<usize, Vec<String>>,
+    /// Replaced identity flags for one node only, by index.
+    node_overrides: std::collections::BTreeMap<usize, Vec<(String, String)>>,
     /// File systems mounted on data directories, unmounted when the cluster is dropped.
     mounts: Vec<PathBuf>,
     _root: tempfile::TempDir,
@@ -144,6 +146,7 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             node_extra: Default::default(),
             mounts: Vec::new(),
+            node_overrides: Default::default(),
             _root: root,
         }
     }
@@ -205,6 +208,44 @@ impl Cluster {
         }
     }
 
+    /// Node `i`'s identity flags with some replaced (`(flag, value)`; new flags are appended).
+    pub fn args_with(&self, i: usize, overrides: &[(&str, &str)]) -> Vec<String> {
+        let mut args = self.node_args(i);
+        for (flag, value) in overrides {
+            match args.iter().position(|a| a == flag) {
+                Some(at) => args[at + 1] = value.to_string(),
+                None => args.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        args
+    }
+
+    /// Runs `steadfast <command>` with node `i`'s identity flags (some replaced) plus `extra`;
+    /// returns its output.
+    pub fn run_for_node(
+        &self,
+        command: &str,
+        i: usize,
+        overrides: &[(&str, &str)],
+        extra: &[&str],
+    ) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .arg(command)
+            .args(self.args_with(i, overrides))
+            .args(extra)
+            .output()
+            .expect("run steadfast")
+    }
+
+    /// Replaces some of node `i`'s identity flags from its next start on.
+    pub fn set_node_overrides(&mut self, i: usize, overrides: &[(&str, &str)]) {
+        let owned = overrides
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect();
+        self.node_overrides.insert(i, owned);
+    }
+
     /// Gives node `i` extra flags from its next start on.
     pub fn set_node_flags(&mut self, i: usize, flags: &[&str]) {
         self.node_extra
@@ -231,13 +272,7 @@ impl Cluster {
         overrides: &[(&str, &str)],
     ) -> (std::process::ExitStatus, String) {
         assert!(self.procs[i].is_none(), "node {i} is still running");
-        let mut args = self.node_args(i);
-        for (flag, value) in overrides {
-            match args.iter().position(|a| a == flag) {
-                Some(at) => args[at + 1] = value.to_string(),
-                None => args.extend([flag.to_string(), value.to_string()]),
-            }
-        }
+        let args = self.args_with(i, overrides);
         let err_path = self.root.join(format!("serve-{i}-{}.err", overrides.len()));
         let err = std::fs::File::create(&err_path).expect("stderr file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
@@ -265,10 +300,15 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        let owned = self.node_overrides.get(&i).cloned().unwrap_or_default();
+        let overrides: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(f, v)| (f.as_str(), v.as_str()))
+            .collect();
         let log = std::fs::File::create(self.dirs[i].with_extension("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
             .arg("serve")
-            .args(self.node_args(i))
+            .args(self.args_with(i, &overrides))
             .args([
                 "--heartbeat-ms",
                 "50",

@@ -45,6 +45,21 @@ enum Cmd {
     Restore(RestoreArgs),
     /// Make a development CA plus node and client certificates for mutual TLS.
     Certs(CertsArgs),
+    /// Disaster recovery when a majority is lost for good: make this (stopped) survivor a
+    /// one-node cluster under a new cluster id, with everything its log holds.
+    Recover(RecoverArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecoverArgs {
+    /// Required: you know the other members are gone for good (if part of the old cluster
+    /// still runs, both would accept writes).
+    #[arg(long, required = true)]
+    force_new_cluster: bool,
+    /// The survivor, configured as it was served (its peers and groups); `--cluster-id` names
+    /// the new cluster (random if absent).
+    #[command(flatten)]
+    node: ServeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -435,6 +450,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Restore(args) => restore(args).await,
             Cmd::Certs(args) => certs(args),
+            Cmd::Recover(args) => recover(args).await,
         }
     })
 }
@@ -1148,6 +1164,53 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
          with `steadfast serve` (same settings)",
         config.id,
         config.data_dir.display()
+    );
+    Ok(())
+}
+
+async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.force_new_cluster, "recover needs --force-new-cluster");
+    let cluster_id = args
+        .node
+        .cluster_id
+        .clone()
+        .unwrap_or_else(|| ClusterId::random("recovered"));
+    let config = load_config(args.node)?;
+    let done = steadfast::recover::force_new_cluster(&config, cluster_id).await?;
+    for g in &done.groups {
+        let last = g.last_log.map_or("empty log".to_string(), |(t, i)| {
+            format!("last log term {t} index {i}")
+        });
+        println!(
+            "group {}: {last}; {} {} kept",
+            g.group.0,
+            g.sessions,
+            if g.sessions == 1 {
+                "session"
+            } else {
+                "sessions"
+            }
+        );
+    }
+    let c = &done.config;
+    println!(
+        "node {} is now the one-node cluster {}; its old directory is kept at {}",
+        c.id,
+        done.cluster_id,
+        done.kept.display()
+    );
+    println!(
+        "start it with: steadfast serve --id {id} --listen {listen} --data-dir {dir} --peers \
+         {id}={addr} --groups {groups} --replicas 1",
+        id = c.id,
+        listen = c.listen,
+        dir = c.data_dir.display(),
+        addr = c.peers[0].addr,
+        groups = c.groups
+    );
+    println!(
+        "then add nodes with `serve --join` and `ctl voters` / `ctl replace-node`; the old members \
+         are refused by cluster id"
     );
     Ok(())
 }
