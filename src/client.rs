@@ -43,6 +43,10 @@ pub struct ClientConfig {
     /// The cluster this client must talk to; `None` takes the first node's and then insists on
     /// it. A node of another cluster is refused with [`Error::WrongCluster`].
     pub cluster_id: Option<ClusterId>,
+    /// Give up connecting at once when every endpoint is hopeless (nothing listens, does not
+    /// resolve, not a steadfast node, TLS refused) instead of retrying until the deadline (for
+    /// command-line tools; an app starting beside its cluster wants to wait).
+    pub fail_fast: bool,
 }
 
 impl ClientConfig {
@@ -56,6 +60,7 @@ impl ClientConfig {
             namespace: String::new(),
             tls: None,
             cluster_id: None,
+            fail_fast: false,
         }
     }
 
@@ -706,6 +711,15 @@ async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> 
                         "{endpoint} closed the connection without answering{hint}"
                     )));
                 }
+                Err(e @ TransportError::NotSteadfast { .. }) if config.tls.is_none() => {
+                    // A node serving mutual TLS answers a plain hello with a TLS alert.
+                    let m = format!(
+                        "{e}; a cluster serving mutual TLS answers plain connections this way: \
+                         configure the client's TLS"
+                    );
+                    hopeless.push(m.clone());
+                    last = Some(Error::Unavailable(m));
+                }
                 // A timeout says less than an earlier, definite failure.
                 Err(TransportError::Timeout(_)) => {
                     last.get_or_insert(Error::Timeout);
@@ -718,7 +732,7 @@ async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> 
                 }
             }
         }
-        if hopeless.len() == config.endpoints.len() {
+        if config.fail_fast && hopeless.len() == config.endpoints.len() {
             return Err(Error::Unavailable(hopeless.join("; ")));
         }
         if tokio::time::Instant::now() >= deadline {

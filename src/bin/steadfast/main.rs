@@ -227,6 +227,7 @@ impl Endpoints {
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::new(self.list.clone());
         config.cluster_id = self.cluster_id.clone();
+        config.fail_fast = true;
         Ok(match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => config.with_tls(Tls::load(&TlsFiles {
                 cert: cert.clone(),
