@@ -194,18 +194,16 @@ impl Cluster {
 
     /// Waits up to `patience` for node `i` to exit by itself; its exit status if it did.
     pub fn wait_exit(&mut self, i: usize, patience: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + patience;
-        loop {
+        let polls = patience.as_millis() / 50 + 1;
+        for _ in 0..polls {
             let child = self.procs[i].as_mut()?;
             if let Some(status) = child.try_wait().expect("try_wait") {
                 self.procs[i] = None;
                 return Some(status);
             }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        None
     }
 
     /// Node `i`'s identity flags with some replaced (`(flag, value)`; new flags are appended).
@@ -283,17 +281,18 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .expect("spawn steadfast serve");
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("serve {args:?} kept running");
+        let mut status = None;
+        for _ in 0..1200 {
+            if let Some(s) = child.try_wait().expect("wait") {
+                status = Some(s);
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} kept running for 60 s");
         };
         let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
         (status, stderr)
