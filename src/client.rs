@@ -14,6 +14,7 @@ use rand::RngCore;
 use crate::command::{Attributes, Command, Origin, Outcome};
 use crate::error::{Error, Result};
 use crate::id::{principal_group, ClientId, GroupId, NodeId, SessionId};
+use crate::identity::ClusterId;
 use crate::limits;
 use crate::state::{Event, SessionView};
 use crate::tls::Tls;
@@ -39,6 +40,13 @@ pub struct ClientConfig {
     /// Mutual TLS: this client's certificate and the cluster CA ([`Tls::load`]). `None` speaks
     /// plain TCP, which a cluster serving TLS refuses.
     pub tls: Option<Tls>,
+    /// The cluster this client must talk to; `None` takes the first node's and then insists on
+    /// it. A node of another cluster is refused with [`Error::WrongCluster`].
+    pub cluster_id: Option<ClusterId>,
+    /// Give up connecting at once when every endpoint is hopeless (nothing listens, does not
+    /// resolve, not a steadfast node, TLS refused) instead of retrying until the deadline (for
+    /// command-line tools; an app starting beside its cluster wants to wait).
+    pub fail_fast: bool,
 }
 
 impl ClientConfig {
@@ -51,6 +59,8 @@ impl ClientConfig {
             client_id: None,
             namespace: String::new(),
             tls: None,
+            cluster_id: None,
+            fail_fast: false,
         }
     }
 
@@ -146,9 +156,18 @@ impl Client {
         connector: Arc<dyn Connector>,
     ) -> Result<Client> {
         if config.endpoints.is_empty() {
-            return Err(Error::Config("no endpoints".into()));
+            return Err(Error::Config("bad endpoint: none given".into()));
         }
-        let pool = Pool::new(connector);
+        if let Some(bad) = config
+            .endpoints
+            .iter()
+            .find(|e| e.trim().is_empty() || !e.contains(':') || e.ends_with(':'))
+        {
+            return Err(Error::Config(format!(
+                "bad endpoint {bad:?}: expected host:port"
+            )));
+        }
+        let pool = Pool::with_hello(connector, config.cluster_id.clone(), None);
         let topology = fetch_topology(&pool, &config).await?;
         let client_id = config
             .client_id
@@ -169,6 +188,11 @@ impl Client {
     /// The cluster's shape.
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
+    }
+
+    /// The cluster this client talks to.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.inner.pool.cluster_id()
     }
 
     /// This client's id.
@@ -589,6 +613,7 @@ impl Client {
             let outcome = inner.pool.call(&target, group, &body, budget).await;
             attempt += 1;
             match outcome {
+                Err(e) if definite(&e) => return Err(transport(e)),
                 Ok(ResponseBody::Error(WireError::NotLeader {
                     leader: Some((_, addr)),
                 })) if addr != target => {
@@ -659,15 +684,22 @@ impl Client {
 async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> {
     let body = RequestBody::Client(ClientRequest::Topology);
     let deadline = tokio::time::Instant::now() + config.request_timeout;
-    let mut last = Error::Timeout;
-    while tokio::time::Instant::now() < deadline {
+    let mut last: Option<Error> = None;
+    loop {
+        // Endpoints that cannot be a running node of this cluster (nothing listens, the host
+        // does not resolve, another protocol, another cluster): when all of them are, say so at
+        // once instead of retrying until the deadline.
+        let mut hopeless = Vec::new();
         for endpoint in &config.endpoints {
-            match pool
-                .call(endpoint, GroupId(0), &body, config.attempt_timeout)
-                .await
-            {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let budget = remaining.min(config.attempt_timeout);
+            if budget.is_zero() {
+                break;
+            }
+            match pool.call(endpoint, GroupId(0), &body, budget).await {
                 Ok(ResponseBody::Topology(t)) => return Ok(t),
-                Ok(other) => last = unexpected(other),
+                Err(e @ TransportError::Refused { .. }) => return Err(transport(e)),
+                Ok(other) => last = Some(unexpected(other)),
                 Err(TransportError::Closed) => {
                     let hint = if config.tls.is_some() {
                         ""
@@ -675,16 +707,64 @@ async fn fetch_topology(pool: &Pool, config: &ClientConfig) -> Result<Topology> 
                         " (a cluster serving mutual TLS closes plain connections: configure the \
                          client's TLS)"
                     };
-                    last = Error::Unavailable(format!(
+                    last = Some(Error::Unavailable(format!(
                         "{endpoint} closed the connection without answering{hint}"
-                    ));
+                    )));
                 }
-                Err(e) => last = transport(e),
+                Err(e @ TransportError::NotSteadfast { .. }) if config.tls.is_none() => {
+                    // A node serving mutual TLS answers a plain hello with a TLS alert.
+                    let m = format!(
+                        "{e}; a cluster serving mutual TLS answers plain connections this way: \
+                         configure the client's TLS"
+                    );
+                    hopeless.push(m.clone());
+                    last = Some(Error::Unavailable(m));
+                }
+                // A timeout says less than an earlier, definite failure.
+                Err(TransportError::Timeout(_)) => {
+                    last.get_or_insert(Error::Timeout);
+                }
+                Err(e) => {
+                    if definite(&e) || unreachable(&e) {
+                        hopeless.push(e.to_string());
+                    }
+                    last = Some(transport(e));
+                }
             }
+        }
+        if config.fail_fast && hopeless.len() == config.endpoints.len() {
+            return Err(Error::Unavailable(hopeless.join("; ")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last.unwrap_or(Error::Timeout));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(last)
+}
+
+/// Whether a failure is an answer (retrying the same node cannot help).
+fn definite(e: &TransportError) -> bool {
+    matches!(
+        e,
+        TransportError::Refused { .. }
+            | TransportError::Rejected { .. }
+            | TransportError::NotSteadfast { .. }
+    )
+}
+
+/// Whether connecting failed because nothing listens there or the address does not resolve.
+fn unreachable(e: &TransportError) -> bool {
+    match e {
+        TransportError::Connect { source, .. } => {
+            source.kind() == std::io::ErrorKind::ConnectionRefused
+                || source.kind() == std::io::ErrorKind::InvalidInput
+                // A TLS handshake that failed on the certificates.
+                || source.kind() == std::io::ErrorKind::InvalidData
+                || source.to_string().contains("failed to lookup address")
+                || source.to_string().contains("invalid socket address")
+        }
+        _ => false,
+    }
 }
 
 fn transport(e: TransportError) -> Error {
@@ -692,6 +772,10 @@ fn transport(e: TransportError) -> Error {
         TransportError::Timeout(_) | TransportError::Closed => Error::Timeout,
         TransportError::Connect { source, .. } => Error::Io(source),
         TransportError::BadResponse(w) => Error::Protocol(w),
+        e @ TransportError::Refused { .. } => Error::WrongCluster(e.to_string()),
+        e @ (TransportError::Rejected { .. } | TransportError::NotSteadfast { .. }) => Error::Io(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        ),
     }
 }
 

@@ -63,6 +63,14 @@ pub enum Error {
     /// The configuration is unusable; fix it and restart.
     #[error("configuration: {0}")]
     Config(String),
+    /// A node belongs to another cluster than this caller: definite, retrying cannot help.
+    /// Point the caller at its own cluster's nodes.
+    #[error("{0}")]
+    WrongCluster(String),
+    /// The data directory does not match the configuration (another node id, group count or
+    /// cluster), or its identity cannot be read: fix the configuration, as the message says.
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
     /// openraft refused to start or stopped (usually a storage failure): the node must stop.
     #[error("raft: {0}")]
     Raft(String),

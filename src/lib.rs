@@ -8,9 +8,13 @@
 //! - [`raft`]: openraft glue: type config, seeded runtime, storage backends (sled, in-memory
 //!   with crash semantics) and the network factory.
 //! - [`wire`] and [`transport`]: framed, multiplexed connections, generic over the byte stream.
-//! - [`node`]: a node hosting many Raft groups; [`client`]: routing, leader cache, retries.
+//! - [`node`]: a node hosting many Raft groups ([`failstop`]: it stops when its storage
+//!   fails); [`client`]: routing, leader cache, retries.
 //! - [`config`]: node and cluster configuration.
-//! - [`backup`]: point-in-time backups and restoring them into new data directories.
+//! - [`backup`]: point-in-time backups; [`restore`]: installing one into a new data directory;
+//!   [`recover`]: a one-node cluster from a survivor when a majority is lost for good.
+//! - [`identity`]: which cluster and node a data directory belongs to; [`handshake`]: the
+//!   cluster check when a connection opens.
 
 #![allow(
     clippy::result_large_err,
@@ -26,13 +30,18 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod failstop;
 pub mod future;
 pub mod fuzzing;
+pub mod handshake;
 pub mod id;
+pub mod identity;
 pub mod limits;
 pub mod node;
 pub mod proposer;
 pub mod raft;
+pub mod recover;
+pub mod restore;
 pub mod session;
 pub mod state;
 pub mod tls;

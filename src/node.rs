@@ -25,6 +25,7 @@ use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::future::BoxFuture;
 use crate::id::{GroupId, NodeId};
+use crate::identity::ClusterId;
 use crate::limits;
 use crate::proposer::Proposer;
 use crate::raft::network::NetworkFactory;
@@ -51,6 +52,9 @@ pub struct NodeOptions {
     /// Whether this node may initialize the groups it bootstraps. Only on a cluster's very
     /// first start: a node that lost its disk must never re-initialize (it could vote twice).
     pub bootstrap: bool,
+    /// The cluster this node belongs to (from its data directory's identity): peers of another
+    /// cluster are refused.
+    pub cluster_id: ClusterId,
 }
 
 /// A running node.
@@ -61,6 +65,11 @@ pub struct Node {
 
 struct NodeInner {
     id: NodeId,
+    /// The cluster this node belongs to.
+    cluster_id: ClusterId,
+    /// When (this node's clock) a refused hello was last logged, so a foreign peer retrying
+    /// every heartbeat does not flood the log.
+    refusals_logged_ms: AtomicU64,
     config: Arc<NodeConfig>,
     clock: SharedClock,
     groups: BTreeMap<GroupId, Arc<GroupHandle>>,
@@ -101,10 +110,11 @@ impl Node {
             connector,
             listener,
             bootstrap,
+            cluster_id,
         } = options;
         config.validate()?;
         let id = config.id;
-        let pool = Pool::new(connector);
+        let pool = Pool::with_hello(connector, Some(cluster_id.clone()), Some(id));
         let flusher = Flusher::spawn(backend.clone());
         let raft_config = Arc::new(raft_config(&config)?);
         let addresses = config.addresses();
@@ -162,6 +172,8 @@ impl Node {
         }
         let inner = Arc::new(NodeInner {
             id,
+            cluster_id,
+            refusals_logged_ms: AtomicU64::new(0),
             config: Arc::new(config),
             clock,
             groups,
@@ -201,6 +213,13 @@ impl Node {
         self.inner.groups.get(&group).map(|g| g.raft.clone())
     }
 
+    /// Resolves when a group's Raft core stopped by itself (a storage failure): the group and
+    /// why. The node is then useless to its cluster and should exit ([`crate::failstop`]).
+    pub async fn failed(&self) -> (GroupId, String) {
+        let groups = self.inner.groups.iter();
+        crate::failstop::first_failure(groups.map(|(g, h)| (*g, h.raft.clone())).collect()).await
+    }
+
     /// Stops serving and shuts every group down.
     pub async fn shutdown(self) {
         for t in &self.tasks {
@@ -235,6 +254,10 @@ impl NodeObserver {
         let lease_ms = self.0.config.raft.election_timeout_max_ms;
         let mut out = Vec::new();
         for (group, h) in &self.0.groups {
+            if let Some(why) = crate::failstop::stopped(&h.raft) {
+                out.push((*group, Err(format!("stopped: {why}"))));
+                continue;
+            }
             let m = h.raft.metrics().borrow().clone();
             if !m
                 .membership_config
@@ -292,6 +315,20 @@ impl Handler for NodeInner {
                 .record(start.elapsed().as_secs_f64());
             reply
         })
+    }
+
+    fn hello(&self, hello: &crate::wire::Hello) -> ResponseBody {
+        crate::handshake::answer(
+            &self.cluster_id,
+            self.id,
+            hello,
+            self.clock.now_ms(),
+            &self.refusals_logged_ms,
+        )
+    }
+
+    fn cluster_id(&self) -> &ClusterId {
+        &self.cluster_id
     }
 }
 
@@ -378,7 +415,7 @@ impl NodeInner {
                 RequestBody::Client(ClientRequest::Backup { token, offset }) => {
                     backup_chunk(&handle, group, token, offset, now_ms, &addresses).await
                 }
-                RequestBody::Client(_) => {
+                RequestBody::Client(_) | RequestBody::Hello(_) => {
                     ResponseBody::Error(WireError::Invalid("unexpected request".into()))
                 }
             }

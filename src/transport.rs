@@ -7,7 +7,12 @@
 //!
 //! **Every call has a deadline.** A missed deadline tears the connection down: a stream that lost
 //! a segment (simulated networks never retransmit) would otherwise be wedged forever, and the
-//! next call reconnects. The stream types are behind [`Connector`] and [`Listener`] so the same
+//! next call reconnects.
+//!
+//! **Every connection opens with a hello** naming the caller's cluster ([`Hello`]). A node
+//! refuses a hello of another cluster (and closes the connection), and answers Raft traffic
+//! only on connections whose hello named its own cluster; a client's pool learns the cluster id
+//! from its first welcome and insists on it afterwards. The stream types are behind [`Connector`] and [`Listener`] so the same
 //! code runs over tokio TCP and over a simulated network.
 
 use std::collections::BTreeMap;
@@ -20,13 +25,14 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
 use tracing::{debug, warn};
 
 use crate::future::BoxFuture;
-use crate::id::GroupId;
+use crate::id::{GroupId, NodeId};
+use crate::identity::ClusterId;
 use crate::limits;
-use crate::wire::{self, Kind, RequestBody, ResponseBody, WireError};
+use crate::wire::{self, Hello, Kind, RequestBody, ResponseBody, WireError};
 
 /// A bidirectional byte stream.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -103,6 +109,31 @@ pub enum TransportError {
     /// The answer did not decode.
     #[error("bad response: {0}")]
     BadResponse(WireError),
+    /// The other side broke the connection off before welcoming it: it refused this client's
+    /// TLS certificate (or spoke TLS where we did not). Definite, do not retry.
+    #[error("{addr} broke off the connection: {reason}")]
+    Rejected {
+        /// Where.
+        addr: String,
+        /// What the stream reported.
+        reason: String,
+    },
+    /// The other side answered with something that is not steadfast's protocol.
+    #[error("{addr} is not a steadfast node ({detail})")]
+    NotSteadfast {
+        /// Where.
+        addr: String,
+        /// What it sent.
+        detail: String,
+    },
+    /// The node refused the connection's hello (another cluster): definite, do not retry.
+    #[error("{addr} refused the connection: {reason}")]
+    Refused {
+        /// Where.
+        addr: String,
+        /// Why.
+        reason: WireError,
+    },
 }
 
 type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Bytes>>>>;
@@ -114,6 +145,8 @@ struct Conn {
     pending: Pending,
     /// Set by the reader when the stream ends, so the pool reconnects.
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// The read error that ended the stream, if one did (a TLS alert, a frame that is not ours).
+    failure: Arc<Mutex<Option<io::Error>>>,
     /// Reader and writer tasks, aborted when the connection is torn down.
     tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -135,16 +168,36 @@ pub struct Pool {
     connector: Arc<dyn Connector>,
     conns: Arc<Mutex<BTreeMap<String, Slot>>>,
     next_id: Arc<AtomicU64>,
+    /// What every new connection opens with. A client's pool starts without a cluster id and
+    /// keeps the first one a node welcomes it with, so every later connection (to any node)
+    /// must be of that same cluster.
+    hello: Arc<Mutex<Hello>>,
 }
 
 impl Pool {
-    /// A pool connecting through `connector`.
+    /// A client's pool connecting through `connector`; it learns the cluster id from the first
+    /// node that answers.
     pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Self::with_hello(connector, None, None)
+    }
+
+    /// A pool whose connections say they are of `cluster_id` (and, for a node, which one).
+    pub fn with_hello(
+        connector: Arc<dyn Connector>,
+        cluster_id: Option<ClusterId>,
+        node: Option<NodeId>,
+    ) -> Self {
         Pool {
             connector,
             conns: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
+            hello: Arc::new(Mutex::new(Hello { cluster_id, node })),
         }
+    }
+
+    /// The cluster this pool's connections belong to (configured or learned), if known yet.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.hello.lock().expect("hello lock").cluster_id.clone()
     }
 
     /// Sends `body` to `addr` for `group` and waits up to `timeout` for the answer.
@@ -157,15 +210,7 @@ impl Pool {
     ) -> Result<ResponseBody, TransportError> {
         let work = async {
             let conn = self.connection(addr).await?;
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            conn.pending.lock().expect("pending lock").insert(id, tx);
-            let frame = wire::encode(Kind::Request, id, group, body);
-            if conn.tx.send(frame).is_err() {
-                return Err(TransportError::Closed);
-            }
-            let reply = rx.await.map_err(|_| TransportError::Closed)?;
-            wire::decode_body::<ResponseBody>(&reply).map_err(TransportError::BadResponse)
+            self.exchange(&conn, group, body).await
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(Err(TransportError::Closed)) => {
@@ -178,6 +223,90 @@ impl Pool {
                 self.forget(addr).await;
                 Err(TransportError::Timeout(timeout))
             }
+        }
+    }
+
+    /// Sends one request on `conn` and waits for its answer.
+    async fn exchange(
+        &self,
+        conn: &Conn,
+        group: GroupId,
+        body: &RequestBody,
+    ) -> Result<ResponseBody, TransportError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().expect("pending lock").insert(id, tx);
+        let frame = wire::encode(Kind::Request, id, group, body);
+        if conn.tx.send(frame).is_err() {
+            return Err(TransportError::Closed);
+        }
+        let reply = rx.await.map_err(|_| TransportError::Closed)?;
+        wire::decode_body::<ResponseBody>(&reply).map_err(TransportError::BadResponse)
+    }
+
+    /// Opens a connection with its hello; a refusal is definite.
+    async fn greet(&self, addr: &str, conn: &Conn) -> Result<(), TransportError> {
+        let hello = self.hello.lock().expect("hello lock").clone();
+        let refused = |reason| TransportError::Refused {
+            addr: addr.to_string(),
+            reason,
+        };
+        let not_steadfast = |detail: String| TransportError::NotSteadfast {
+            addr: addr.to_string(),
+            detail,
+        };
+        let answer = match self
+            .exchange(conn, GroupId(0), &RequestBody::Hello(hello.clone()))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(TransportError::Closed) => {
+                return Err(match conn.failure.lock().expect("failure lock").take() {
+                    Some(e)
+                        if e.get_ref()
+                            .is_some_and(|i| i.is::<LengthDelimitedCodecError>()) =>
+                    {
+                        not_steadfast(format!("it sent bytes that are not our frames: {e}"))
+                    }
+                    Some(e) => TransportError::Rejected {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    },
+                    None => TransportError::Closed,
+                })
+            }
+            Err(TransportError::BadResponse(e)) => return Err(not_steadfast(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        match answer {
+            ResponseBody::Welcome { cluster_id, .. } => match &hello.cluster_id {
+                Some(ours) if *ours != cluster_id => Err(refused(WireError::WrongCluster {
+                    ours: ours.to_string(),
+                    theirs: cluster_id.to_string(),
+                })),
+                Some(_) => Ok(()),
+                None => {
+                    let mut h = self.hello.lock().expect("hello lock");
+                    match &h.cluster_id {
+                        // Another connection learned it first: it must be the same.
+                        Some(learned) if *learned != cluster_id => {
+                            Err(refused(WireError::WrongCluster {
+                                ours: learned.to_string(),
+                                theirs: cluster_id.to_string(),
+                            }))
+                        }
+                        _ => {
+                            h.cluster_id = Some(cluster_id);
+                            Ok(())
+                        }
+                    }
+                }
+            },
+            ResponseBody::Error(reason @ WireError::WrongCluster { .. }) => Err(refused(reason)),
+            other => Err(not_steadfast(format!(
+                "it answered a hello with {}",
+                response_name(&other)
+            ))),
         }
     }
 
@@ -211,8 +340,28 @@ impl Pool {
                     source,
                 })?;
         let conn = Arc::new(open(stream));
+        self.greet(addr, &conn).await?;
         *guard = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+/// A response's variant name (for errors; never its contents).
+fn response_name(body: &ResponseBody) -> &'static str {
+    match body {
+        ResponseBody::Append(_) => "Append",
+        ResponseBody::Vote(_) => "Vote",
+        ResponseBody::InstallSnapshot(_) => "InstallSnapshot",
+        ResponseBody::Written(_) => "Written",
+        ResponseBody::Read(_) => "Read",
+        ResponseBody::Status(_) => "Status",
+        ResponseBody::Topology(_) => "Topology",
+        ResponseBody::Sessions(_) => "Sessions",
+        ResponseBody::Events { .. } => "Events",
+        ResponseBody::Error(_) => "Error",
+        ResponseBody::Membership(_) => "Membership",
+        ResponseBody::BackupChunk { .. } => "BackupChunk",
+        ResponseBody::Welcome { .. } => "Welcome",
     }
 }
 
@@ -224,10 +373,18 @@ fn open(stream: BoxStream) -> Conn {
     let waiting = pending.clone();
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader_closed = closed.clone();
+    let failure = Arc::new(Mutex::new(None));
+    let reader_failure = failure.clone();
     let reader = tokio::spawn(async move {
         let mut frames = FramedRead::new(read, codec());
-        while let Some(Ok(frame)) = frames.next().await {
-            let frame = frame.freeze();
+        while let Some(next) = frames.next().await {
+            let frame = match next {
+                Ok(frame) => frame.freeze(),
+                Err(e) => {
+                    *reader_failure.lock().expect("failure lock") = Some(e);
+                    break;
+                }
+            };
             let Ok(header) = wire::decode_header(&frame) else {
                 break;
             };
@@ -250,6 +407,7 @@ fn open(stream: BoxStream) -> Conn {
         tx,
         pending,
         closed,
+        failure,
         tasks: vec![writer.abort_handle(), reader.abort_handle()],
     }
 }
@@ -277,8 +435,16 @@ async fn write_frames(
 
 /// Answers requests.
 pub trait Handler: Send + Sync + 'static {
-    /// Handles one request for `group`.
+    /// Handles one request for `group` (never a [`Hello`]).
     fn handle(&self, group: GroupId, body: RequestBody) -> BoxFuture<'static, ResponseBody>;
+
+    /// Answers a connection's hello: [`ResponseBody::Welcome`] to go on, an error to refuse
+    /// (the connection is then closed).
+    fn hello(&self, hello: &Hello) -> ResponseBody;
+
+    /// The cluster this handler serves: Raft traffic is accepted only on connections whose
+    /// hello named it.
+    fn cluster_id(&self) -> &ClusterId;
 }
 
 /// Accepts connections forever, answering each request with `handler`.
@@ -302,6 +468,8 @@ async fn serve_connection(stream: BoxStream, handler: Arc<dyn Handler>) {
     let writer = tokio::spawn(write_frames(write, rx));
     let inflight = Arc::new(Semaphore::new(limits::CONNECTION_REQUESTS_INFLIGHT_MAX));
     let mut frames = FramedRead::new(read, codec());
+    // Whether this connection's hello named our cluster (only then may it carry Raft traffic).
+    let mut peer = false;
     while let Some(next) = frames.next().await {
         let frame = match next {
             Ok(f) => f.freeze(),
@@ -344,6 +512,28 @@ async fn serve_connection(stream: BoxStream, handler: Arc<dyn Handler>) {
                 let _ = tx.send(reply(ResponseBody::Error(e)));
                 continue;
             }
+        };
+        let body = match body {
+            RequestBody::Hello(hello) => {
+                let answer = handler.hello(&hello);
+                let refused = matches!(answer, ResponseBody::Error(_));
+                let _ = tx.send(reply(answer));
+                if refused {
+                    break;
+                }
+                peer = hello.cluster_id.as_ref() == Some(handler.cluster_id());
+                continue;
+            }
+            RequestBody::Raft(_) if !peer => {
+                // Raft traffic only from a peer that said it is of this cluster.
+                let e = WireError::WrongCluster {
+                    ours: handler.cluster_id().to_string(),
+                    theirs: "none (no hello naming a cluster)".into(),
+                };
+                let _ = tx.send(reply(ResponseBody::Error(e)));
+                break;
+            }
+            other => other,
         };
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             break;

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! One connection per node pair carries every group's Raft traffic and client traffic, matched
-//! by request id. A frame with another protocol version is answered with
+//! by request id. Its first request is a [`Hello`] naming the caller's cluster. A frame with another protocol version is answered with
 //! [`WireError::ProtocolVersion`]; a body that does not parse with [`WireError::Malformed`].
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Origin, Response};
 use crate::id::{GroupId, NodeId, SessionId};
+use crate::identity::ClusterId;
 use crate::raft::TypeConfig;
 use crate::state::SessionView;
 
@@ -122,6 +123,19 @@ pub enum RequestBody {
     Raft(RaftRequest),
     /// From clients.
     Client(ClientRequest),
+    /// The first request on every connection: who is calling, of which cluster. Answered by
+    /// [`ResponseBody::Welcome`], or by [`WireError::WrongCluster`] and a closed connection.
+    Hello(Hello),
+}
+
+/// A connection's opening: the caller's cluster and, for a node, its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The caller's cluster; `None` for a client that learns it from the answer. Raft traffic
+    /// is refused on a connection whose hello did not name the node's own cluster.
+    pub cluster_id: Option<ClusterId>,
+    /// The calling node, `None` for a client.
+    pub node: Option<NodeId>,
 }
 
 /// A linearizable read's answer.
@@ -209,6 +223,15 @@ pub enum WireError {
         /// The oldest retained event index.
         first_available: u64,
     },
+    /// The caller belongs to another cluster (or sent Raft traffic without saying which):
+    /// definite, retrying cannot help. Point it at its own cluster.
+    #[error("refused: this node serves cluster {ours}, the caller is of cluster {theirs}")]
+    WrongCluster {
+        /// The answering node's cluster.
+        ours: String,
+        /// What the caller said ("none" when it did not say).
+        theirs: String,
+    },
 }
 
 impl WireError {
@@ -222,6 +245,7 @@ impl WireError {
             WireError::Unavailable(_) => "unavailable",
             WireError::Invalid(_) => "invalid",
             WireError::Compacted { .. } => "compacted",
+            WireError::WrongCluster { .. } => "wrong_cluster",
         }
     }
 }
@@ -266,6 +290,13 @@ pub enum ResponseBody {
         total: u64,
         /// The bytes from the requested offset on (at most [`crate::limits::BACKUP_CHUNK_BYTES`]).
         bytes: Vec<u8>,
+    },
+    /// The answer to a [`Hello`]: the node's cluster and id.
+    Welcome {
+        /// The node's cluster.
+        cluster_id: ClusterId,
+        /// The node's id.
+        node: NodeId,
     },
 }
 

@@ -327,6 +327,7 @@ fn add_host(
                 connector: Arc::new(SimConnector),
                 listener: Box::new(SimListener(listener)),
                 bootstrap,
+                cluster_id: steadfast::identity::ClusterId::new("sim").expect("a valid id"),
             })
             .await
             .map_err(|e| format!("node {} failed to start: {e}", i + 1))?;

@@ -99,6 +99,13 @@ impl Steadfast {
                 // the next start look like a restart and never initialize the groups.
                 let tls = config.tls.as_ref().map(Tls::load).transpose()?;
                 let (connector, listener) = tls::bind(&config.listen, tls.as_ref()).await?;
+                let identity = crate::identity::establish(crate::identity::StartIdentity {
+                    config: &config,
+                    cluster_id: None,
+                    join: false,
+                    connector: connector.clone(),
+                })
+                .await?;
                 let fresh = !config.data_dir.join("sled").exists();
                 std::fs::create_dir_all(&config.data_dir)?;
                 let dir = config.data_dir.clone();
@@ -131,6 +138,7 @@ impl Steadfast {
                     connector,
                     listener,
                     bootstrap: fresh,
+                    cluster_id: identity.cluster_id,
                 })
                 .await?;
                 client.endpoints = endpoints;

@@ -15,19 +15,29 @@ async fn get(addr: &str, path: &str) -> Reply {
     send(addr, "GET", path, None).await.expect("admin answers")
 }
 
-/// Polls `path` until it answers `status` (or panics after 15 s).
+/// Polls `path` until it answers `status` (or panics after 30 s).
 async fn until(addr: &str, path: &str, status: u16) -> Reply {
-    for _ in 0..150 {
+    until_body(addr, path, status, "").await
+}
+
+/// Polls `path` until it answers `status` with a body containing `needle` (or panics after
+/// 30 s). A node answers `/readyz` before it has heard of its groups' memberships (it votes in
+/// none yet), so a test waits for the body it expects rather than the first 200 (the first
+/// version raced this on a busy machine: an empty 200 body).
+async fn until_body(addr: &str, path: &str, status: u16, needle: &str) -> Reply {
+    let mut last = None;
+    for _ in 0..300 {
         if let Ok(addr_parsed) = addr.parse::<SocketAddr>() {
             if let Ok(r) = send(addr_parsed, "GET", path, None).await {
-                if r.status == status {
+                if r.status == status && r.body.contains(needle) {
                     return r;
                 }
+                last = Some((r.status, r.body));
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{addr}{path} never answered {status}");
+    panic!("{addr}{path} never answered {status} with {needle:?}; last: {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +48,7 @@ async fn admin_endpoints_report_health_status_and_metrics() {
     cluster.wait_leaders(&client).await;
     for addr in &cluster.admin {
         assert_eq!(until(addr, "/livez", 200).await.body, "ok\n");
-        let ready = until(addr, "/readyz", 200).await;
+        let ready = until_body(addr, "/readyz", 200, "group 0: leader").await;
         assert!(ready.body.contains("group 0: leader"), "{}", ready.body);
     }
     client
@@ -78,7 +88,7 @@ async fn admin_endpoints_report_health_status_and_metrics() {
     cluster.kill(1);
     cluster.kill(2);
     let mut not_ready = until(&cluster.admin[0], "/readyz", 503).await;
-    for _ in 0..50 {
+    for _ in 0..300 {
         if !not_ready.body.contains(": leader ") {
             break;
         }

@@ -15,6 +15,7 @@ use steadfast::codec;
 use steadfast::command::{Attributes, Command, Origin, Outcome, Request, Response};
 use steadfast::fuzzing;
 use steadfast::id::{ClientId, GroupId, SessionId};
+use steadfast::identity::ClusterId;
 use steadfast::raft::store::SnapshotFile;
 use steadfast::raft::typ::{Entry, LogId, SnapshotMeta, Vote};
 use steadfast::state::SessionState;
@@ -303,6 +304,27 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
             "not-leader",
             resp(ResponseBody::Error(WireError::NotLeader {
                 leader: Some((2, "127.0.0.1:7002".into())),
+            })),
+        ),
+        (
+            "hello",
+            req(RequestBody::Hello(wire::Hello {
+                cluster_id: Some(ClusterId::new("c-0123456789abcdef").expect("valid")),
+                node: Some(2),
+            })),
+        ),
+        (
+            "welcome",
+            resp(ResponseBody::Welcome {
+                cluster_id: ClusterId::new("shop-prod").expect("valid"),
+                node: 1,
+            }),
+        ),
+        (
+            "wrong-cluster",
+            resp(ResponseBody::Error(WireError::WrongCluster {
+                ours: "a".into(),
+                theirs: "b".into(),
             })),
         ),
     ];

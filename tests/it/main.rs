@@ -7,11 +7,14 @@
 mod admin;
 mod backup;
 mod cluster;
+mod failstop;
 mod fuzz_corpus;
+mod identity;
 mod lifecycle;
 mod membership;
 mod props;
 mod protocol;
+mod recover;
 mod storage_suite;
 mod support;
 mod tls;

@@ -26,6 +26,12 @@ pub struct Cluster {
     groups: u32,
     root: PathBuf,
     extra: Vec<String>,
+    /// Flags for one node only, by index.
+    node_extra: std::collections::BTreeMap<usize, Vec<String>>,
+    /// Replaced identity flags for one node only, by index.
+    node_overrides: std::collections::BTreeMap<usize, Vec<(String, String)>>,
+    /// File systems mounted on data directories, unmounted when the cluster is dropped.
+    mounts: Vec<PathBuf>,
     _root: tempfile::TempDir,
 }
 
@@ -70,8 +76,20 @@ impl Cluster {
     /// should initialize without a leader). Such a start is thrown away and made again on new
     /// ports and new directories.
     pub fn start_with_args(nodes: usize, groups: u32, extra: &[&str]) -> Cluster {
+        Self::start_prepared(nodes, groups, extra, &|_| {})
+    }
+
+    /// Like [`start_with_args`](Self::start_with_args), running `prepare` on each attempt's
+    /// cluster before its nodes start (to mount a small file system on a data directory, say).
+    pub fn start_prepared(
+        nodes: usize,
+        groups: u32,
+        extra: &[&str],
+        prepare: &dyn Fn(&mut Cluster),
+    ) -> Cluster {
         for _ in 0..3 {
             let mut c = Self::prepare(nodes, groups, extra);
+            prepare(&mut c);
             for i in 0..nodes {
                 c.spawn(i);
             }
@@ -126,6 +144,9 @@ impl Cluster {
             groups,
             root: root.path().to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            node_extra: Default::default(),
+            mounts: Vec::new(),
+            node_overrides: Default::default(),
             _root: root,
         }
     }
@@ -149,14 +170,144 @@ impl Cluster {
             peers.join(","),
             "--groups".into(),
             self.groups.to_string(),
+            "--replicas".into(),
+            self.addrs.len().min(3).to_string(),
         ]
     }
 
+    /// Mounts a `size_mb` MiB tmpfs on node `i`'s (not yet created) data directory, so the test
+    /// can fill it up: writes then really fail, even as root. Needs root (CI runs as root).
+    pub fn mount_tmpfs(&mut self, i: usize, size_mb: u32) {
+        std::fs::create_dir_all(&self.dirs[i]).expect("create data dir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(&self.dirs[i])
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounts.push(self.dirs[i].clone());
+    }
+
+    /// Waits up to `patience` for node `i` to exit by itself; its exit status if it did.
+    pub fn wait_exit(&mut self, i: usize, patience: Duration) -> Option<std::process::ExitStatus> {
+        let polls = patience.as_millis() / 50 + 1;
+        for _ in 0..polls {
+            let child = self.procs[i].as_mut()?;
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.procs[i] = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Node `i`'s identity flags with some replaced (`(flag, value)`; new flags are appended).
+    pub fn args_with(&self, i: usize, overrides: &[(&str, &str)]) -> Vec<String> {
+        let mut args = self.node_args(i);
+        for (flag, value) in overrides {
+            match args.iter().position(|a| a == flag) {
+                Some(at) => args[at + 1] = value.to_string(),
+                None => args.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        args
+    }
+
+    /// Runs `steadfast <command>` with node `i`'s identity flags (some replaced) plus `extra`;
+    /// returns its output.
+    pub fn run_for_node(
+        &self,
+        command: &str,
+        i: usize,
+        overrides: &[(&str, &str)],
+        extra: &[&str],
+    ) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .arg(command)
+            .args(self.args_with(i, overrides))
+            .args(extra)
+            .output()
+            .expect("run steadfast")
+    }
+
+    /// Replaces some of node `i`'s identity flags from its next start on.
+    pub fn set_node_overrides(&mut self, i: usize, overrides: &[(&str, &str)]) {
+        let owned = overrides
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect();
+        self.node_overrides.insert(i, owned);
+    }
+
+    /// Gives node `i` extra flags from its next start on.
+    pub fn set_node_flags(&mut self, i: usize, flags: &[&str]) {
+        self.node_extra
+            .insert(i, flags.iter().map(|f| f.to_string()).collect());
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        &self.dirs[i]
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dirs[i].with_extension("log")).unwrap_or_default()
+    }
+
+    /// Runs `steadfast serve` for node `i` (stopped) in the foreground with some of its flags
+    /// replaced (`(flag, value)`; new flags are appended), expecting it to exit by itself:
+    /// returns its exit status and stderr. A node still running after 60 s is killed and the
+    /// test fails.
+    pub fn serve_expecting_exit(
+        &self,
+        i: usize,
+        overrides: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, String) {
+        assert!(self.procs[i].is_none(), "node {i} is still running");
+        let args = self.args_with(i, overrides);
+        let err_path = self.root.join(format!("serve-{i}-{}.err", overrides.len()));
+        let err = std::fs::File::create(&err_path).expect("stderr file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .arg("serve")
+            .args(&args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn steadfast serve");
+        let mut status = None;
+        for _ in 0..1200 {
+            if let Some(s) = child.try_wait().expect("wait") {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} kept running for 60 s");
+        };
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        (status, stderr)
+    }
+
     fn spawn(&mut self, i: usize) {
+        let owned = self.node_overrides.get(&i).cloned().unwrap_or_default();
+        let overrides: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(f, v)| (f.as_str(), v.as_str()))
+            .collect();
         let log = std::fs::File::create(self.dirs[i].with_extension("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
             .arg("serve")
-            .args(self.node_args(i))
+            .args(self.args_with(i, &overrides))
             .args([
                 "--heartbeat-ms",
                 "50",
@@ -167,6 +318,7 @@ impl Cluster {
             ])
             .args(["--snapshot-every-logs", "200", "--expire-tick-ms", "200"])
             .args(&self.extra)
+            .args(self.node_extra.get(&i).into_iter().flatten())
             .args(self.joined[i].then_some("--join"))
             .args(["--admin-listen", &self.admin[i]])
             .env("RUST_LOG", "info,openraft=warn")
@@ -285,6 +437,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.procs.len() {
             self.kill(i);
+        }
+        for m in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
 }

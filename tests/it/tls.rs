@@ -110,7 +110,8 @@ async fn a_cluster_on_mutual_tls_serves_its_clients_and_refuses_strangers() {
 
     // Plain TCP is refused, with a hint.
     let mut plain = config(&c, None);
-    plain.request_timeout = Duration::from_secs(2);
+    // Long enough for a handshake on a busy machine; a refusal is definite and comes at once.
+    plain.request_timeout = Duration::from_secs(15);
     match Client::connect(plain).await {
         Err(Error::Unavailable(m)) => assert!(m.contains("TLS"), "{m}"),
         Err(other) => panic!("unexpected error for a plain client: {other}"),
@@ -118,7 +119,8 @@ async fn a_cluster_on_mutual_tls_serves_its_clients_and_refuses_strangers() {
     }
     // A certificate from another CA is refused.
     let mut theirs = config(&c, Some(&stranger));
-    theirs.request_timeout = Duration::from_secs(2);
+    // Long enough for a handshake on a busy machine; a refusal is definite and comes at once.
+    theirs.request_timeout = Duration::from_secs(15);
     match Client::connect(theirs).await {
         // Our client refuses the node's certificate during the handshake.
         Err(Error::Io(e)) => assert!(e.to_string().contains("certificate"), "{e}"),
@@ -131,7 +133,8 @@ async fn a_cluster_on_mutual_tls_serves_its_clients_and_refuses_strangers() {
         ..stranger.clone()
     };
     let mut mixed_config = config(&c, Some(&mixed));
-    mixed_config.request_timeout = Duration::from_secs(2);
+    // Long enough for a handshake on a busy machine; a refusal is definite and comes at once.
+    mixed_config.request_timeout = Duration::from_secs(15);
     match Client::connect(mixed_config).await {
         // The node refuses the certificate and closes: a definite refusal, not a timeout.
         Err(Error::Unavailable(m)) => assert!(m.contains("closed"), "{m}"),

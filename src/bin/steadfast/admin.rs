@@ -46,7 +46,11 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     if !ready {
         body.push_str("shutting down\n");
     }
-    for (group, check) in admin.node.readiness() {
+    let checks = admin.node.readiness();
+    if checks.is_empty() {
+        body.push_str("votes in no group (yet)\n");
+    }
+    for (group, check) in checks {
         match check {
             Ok(leader) => body.push_str(&format!("group {}: leader {leader}\n", group.0)),
             Err(why) => {

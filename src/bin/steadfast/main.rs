@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use steadfast::client::{ClientConfig, CreateOptions, Update};
 use steadfast::command::Attributes;
 use steadfast::config::{NodeConfig, Peer};
+use steadfast::identity::{ClusterId, StartIdentity};
 use steadfast::node::{Node, NodeOptions};
 use steadfast::raft::backend::SledBackend;
 use steadfast::tls::{DevPki, Tls, TlsFiles};
@@ -44,6 +45,21 @@ enum Cmd {
     Restore(RestoreArgs),
     /// Make a development CA plus node and client certificates for mutual TLS.
     Certs(CertsArgs),
+    /// Disaster recovery when a majority is lost for good: make this (stopped) survivor a
+    /// one-node cluster under a new cluster id, with everything its log holds.
+    Recover(RecoverArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecoverArgs {
+    /// Required: you know the other members are gone for good (if part of the old cluster
+    /// still runs, both would accept writes).
+    #[arg(long, required = true)]
+    force_new_cluster: bool,
+    /// The survivor, configured as it was served (its peers and groups); `--cluster-id` names
+    /// the new cluster (random if absent).
+    #[command(flatten)]
+    node: ServeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +109,11 @@ struct ServeArgs {
     /// This node's id (must appear in peers).
     #[arg(long, env = "STEADFAST_ID")]
     id: Option<u64>,
+    /// The cluster this node belongs to. Recorded in a new data directory (default: derived
+    /// from the peers, groups and replicas; a `--join` node asks its peers) and checked on
+    /// every later start.
+    #[arg(long, env = "STEADFAST_CLUSTER_ID")]
+    cluster_id: Option<ClusterId>,
     /// Address to listen on for peers and clients.
     #[arg(long, env = "STEADFAST_LISTEN")]
     listen: Option<String>,
@@ -190,6 +211,9 @@ pub struct Endpoints {
         default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
     )]
     pub list: Vec<String>,
+    /// Refuse nodes of any other cluster (default: the first node's cluster).
+    #[arg(long, env = "STEADFAST_CLUSTER_ID")]
+    pub cluster_id: Option<ClusterId>,
     /// Mutual TLS: this client's certificate (PEM).
     #[arg(long, env = "STEADFAST_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
@@ -204,7 +228,9 @@ pub struct Endpoints {
 impl Endpoints {
     /// Client settings for these endpoints, with TLS when configured.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let config = ClientConfig::new(self.list.clone());
+        let mut config = ClientConfig::new(self.list.clone());
+        config.cluster_id = self.cluster_id.clone();
+        config.fail_fast = true;
         Ok(match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => config.with_tls(Tls::load(&TlsFiles {
                 cert: cert.clone(),
@@ -354,7 +380,61 @@ enum SessionCmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit codes (README "Exit codes"): 0 done; 1 failed (nothing happened, or a definite answer
+/// such as a version conflict); 2 bad usage; 3 the outcome is unknown (a write that may have
+/// been applied); 4 not found.
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNKNOWN: u8 = 3;
+const EXIT_NOT_FOUND: u8 = 4;
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "steadfast: {}", one_line(&e));
+            std::process::ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause once (a cause whose text its parent already
+/// carries is left out).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        match cause.downcast_ref::<steadfast::Error>() {
+            Some(steadfast::Error::Timeout) => return EXIT_UNKNOWN,
+            Some(steadfast::Error::NotFound) => return EXIT_NOT_FOUND,
+            _ => {}
+        }
+        if cause.downcast_ref::<NotFound>().is_some() {
+            return EXIT_NOT_FOUND;
+        }
+    }
+    EXIT_FAILED
+}
+
+/// A thing asked for does not exist (exit code 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotFound(String);
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -374,6 +454,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Restore(args) => restore(args).await,
             Cmd::Certs(args) => certs(args),
+            Cmd::Recover(args) => recover(args).await,
         }
     })
 }
@@ -492,6 +573,16 @@ fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
             }
         }
     }
+    for (key, flag) in [
+        ("id", "--id"),
+        ("listen", "--listen"),
+        ("data_dir", "--data-dir"),
+        ("peers", "--peers"),
+    ] {
+        if !table.contains_key(key) {
+            bail!("{flag} is missing (or `{key}` in the --config file)");
+        }
+    }
     Ok(NodeConfig::from_toml(&toml::to_string(&table)?)?)
 }
 
@@ -516,6 +607,7 @@ fn parse_peers(items: &[String]) -> anyhow::Result<Vec<Peer>> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let join = args.join;
     let insecure = args.insecure;
+    let cluster_id = args.cluster_id.clone();
     let admin_listen = args.admin_listen.clone();
     let config = load_config(args)?;
     let tls = match &config.tls {
@@ -533,11 +625,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (connector, listener) = steadfast::tls::bind(&config.listen, tls.as_ref())
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let identity = steadfast::identity::establish(StartIdentity {
+        config: &config,
+        cluster_id,
+        join,
+        connector: connector.clone(),
+    })
+    .await?;
+    let data_dir = config.data_dir.clone();
     let fresh = !config.data_dir.join("sled").exists();
     let backend = SledBackend::open(&config.data_dir)
         .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
     tracing::info!(
         id = config.id,
+        cluster = %identity.cluster_id,
         listen = %config.listen,
         fresh,
         tls = tls.is_some(),
@@ -550,6 +651,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         connector,
         listener,
         bootstrap: fresh && !join,
+        cluster_id: identity.cluster_id,
     })
     .await?;
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -557,9 +659,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => Some(serve_admin(&addr, &node, stopping.clone()).await?),
         None => None,
     };
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        failed = node.failed() => Some(failed),
+    };
     stopping.store(true, std::sync::atomic::Ordering::Release);
+    if let Some((group, why)) = failure {
+        // Fail-stop: a node with a dead group is useless to its cluster; exit for a supervisor.
+        let line = format!(
+            "group {group} stopped ({why}); this node stops too: check its disk and data \
+             directory {}, then restart it (or replace the node)",
+            data_dir.display()
+        );
+        tracing::error!("{line}");
+        let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
+        bail!(line);
+    }
+    tracing::info!("shutting down");
     if let Some(admin) = admin {
         admin.abort();
     }
@@ -697,6 +813,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect();
     let exe = std::env::current_exe()?;
+    // Every node of this local cluster records the same cluster id; a new cluster draws one.
+    let cluster_id = match steadfast::identity::load(&dir.join("node1"))? {
+        Some(identity) if args.restore.is_none() => identity.cluster_id,
+        _ => ClusterId::random("local"),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut supervisors = Vec::new();
     if let Some(backup) = &args.restore {
@@ -710,6 +831,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .arg(dir.join(format!("node{}", i + 1)))
                 .args(["--peers", &peers.join(","), "--groups"])
                 .arg(args.groups.to_string())
+                .args(["--cluster-id", cluster_id.as_str()])
                 .status()?;
             if !status.success() {
                 bail!("restoring node {} failed", i + 1);
@@ -730,6 +852,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 &peers.join(","),
                 "--groups",
                 &args.groups.to_string(),
+                "--cluster-id",
+                cluster_id.as_str(),
             ])
             .kill_on_drop(true);
         for var in [
@@ -896,6 +1020,9 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     let client = Client::connect(config).await.context("connecting")?;
     match args.command {
         CtlCmd::Status => {
+            if let Some(cluster) = client.cluster_id() {
+                println!("cluster {cluster}");
+            }
             println!(
                 "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} members",
                 "group", "node", "role", "leader", "term", "last_log", "applied", "sessions"
@@ -1032,103 +1159,65 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         println!("backup is valid ({} groups)", backup.header.groups);
         return Ok(());
     }
+    let wanted = args.node.cluster_id.clone();
     let config = load_config(args.node)?;
-    let restored = restore_node(&backup, &config).await?;
+    let cluster_id =
+        wanted.unwrap_or_else(|| steadfast::restore::restored_cluster_id(&backup, &config));
+    let restored = steadfast::restore::restore_node(&backup, &config, cluster_id.clone()).await?;
     println!(
-        "node {}: restored {restored} group replicas into {}; start it with `steadfast serve` \
-         (same settings)",
+        "node {}: restored {restored} group replicas into {} as cluster {cluster_id}; start it \
+         with `steadfast serve` (same settings)",
         config.id,
         config.data_dir.display()
     );
     Ok(())
 }
 
-async fn restore_node(
-    backup: &steadfast::backup::Backup,
-    config: &NodeConfig,
-) -> anyhow::Result<u32> {
-    config.validate()?;
-    if backup.header.groups != config.groups {
-        bail!(
-            "the backup has {} groups, this node is configured with {}",
-            backup.header.groups,
-            config.groups
+async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.force_new_cluster, "recover needs --force-new-cluster");
+    let cluster_id = args
+        .node
+        .cluster_id
+        .clone()
+        .unwrap_or_else(|| ClusterId::random("recovered"));
+    let config = load_config(args.node)?;
+    let done = steadfast::recover::force_new_cluster(&config, cluster_id).await?;
+    for g in &done.groups {
+        let last = g.last_log.map_or("empty log".to_string(), |(t, i)| {
+            format!("last log term {t} index {i}")
+        });
+        println!(
+            "group {}: {last}; {} {} kept",
+            g.group.0,
+            g.sessions,
+            if g.sessions == 1 {
+                "session"
+            } else {
+                "sessions"
+            }
         );
     }
-    // `a/b/`, `./a/b` and `a/b` name the same directory; `.` or `/` name none we could rename.
-    let target: PathBuf = config.data_dir.components().collect();
-    let Some(name) = target.file_name().map(|n| n.to_os_string()) else {
-        bail!(
-            "restore needs the data directory by name (not {}): give a new or empty directory \
-             such as ./node1",
-            config.data_dir.display()
-        );
-    };
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let occupied = match std::fs::read_dir(&target) {
-        Ok(mut entries) => entries.next().is_some(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
-    };
-    if occupied {
-        bail!(
-            "{} is not empty; restore into an empty or new data directory",
-            target.display()
-        );
-    }
-    // Built beside the target and renamed into place only when complete and durable, so a
-    // restore that fails or crashes halfway leaves no half-restored directory to be served.
-    let mut staging_name = name;
-    staging_name.push(".restoring");
-    let staging = parent.join(staging_name);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("removing the leftover {}", staging.display()))?;
-    }
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let backend = SledBackend::open(&staging)
-        .with_context(|| format!("opening storage under {}", staging.display()))?;
-    let restored = steadfast::backup::restore_into(
-        backup,
-        Arc::new(backend),
-        config.id,
-        |g| config.placement(g),
-        &config.addresses(),
-    )
-    .await?;
-    // Reopening waits until every handle of the restore closed the Db (its lock is free), so
-    // nothing writes under the staging path after the rename.
-    drop(SledBackend::open(&staging).context("reopening the restored storage")?);
-    sync_tree(&staging).with_context(|| format!("syncing {}", staging.display()))?;
-    // rename(2) replaces an empty directory; a mount point cannot be replaced (EBUSY).
-    std::fs::rename(&staging, &target).with_context(|| {
-        format!(
-            "moving {} to {} (a data directory that is a mount point cannot be replaced: \
-             restore into a directory inside it)",
-            staging.display(),
-            target.display()
-        )
-    })?;
-    std::fs::File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", parent.display()))?;
-    Ok(restored)
-}
-
-/// fsyncs every file and directory under `dir` (a restored data directory: a handful of files).
-fn sync_tree(dir: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            sync_tree(&entry.path())?;
-        } else {
-            std::fs::File::open(entry.path())?.sync_all()?;
-        }
-    }
-    std::fs::File::open(dir)?.sync_all()
+    let c = &done.config;
+    println!(
+        "node {} is now the one-node cluster {}; its old directory is kept at {}",
+        c.id,
+        done.cluster_id,
+        done.kept.display()
+    );
+    println!(
+        "start it with: steadfast serve --id {id} --listen {listen} --data-dir {dir} --peers \
+         {id}={addr} --groups {groups} --replicas 1",
+        id = c.id,
+        listen = c.listen,
+        dir = c.data_dir.display(),
+        addr = c.peers[0].addr,
+        groups = c.groups
+    );
+    println!(
+        "then add nodes with `serve --join` and `ctl voters` / `ctl replace-node`; the old members \
+         are refused by cluster id"
+    );
+    Ok(())
 }
 
 fn parse_voters(items: &[String]) -> anyhow::Result<Vec<(u64, String)>> {
@@ -1246,7 +1335,7 @@ async fn session_cmd(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
-            None => bail!("session {id} not found"),
+            None => return Err(NotFound(format!("session {id} not found")).into()),
         },
         SessionCmd::Put {
             id,
