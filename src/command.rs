@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{ClientId, SessionId};
 
+pub mod redis;
+
 /// Names one logical write of one client, for exactly-once application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Origin {
@@ -147,6 +149,8 @@ pub enum Command {
     /// Leader-issued housekeeping: advance the replicated clock and purge expired sessions,
     /// old tombstones and old dedup entries.
     Expire,
+    /// Redis key operations (the RESP listener), applied atomically in order; see [`redis`].
+    Redis(redis::RedisBatch),
 }
 
 impl Command {
@@ -159,9 +163,10 @@ impl Command {
             | Command::Delete { id, .. } => Some(*id),
             Command::Rotate { old, .. } | Command::RotateOut { old, .. } => Some(*old),
             Command::RotateIn { new, .. } => Some(*new),
-            Command::Expire | Command::InvalidatePrincipal { .. } | Command::TouchBatch { .. } => {
-                None
-            }
+            Command::Expire
+            | Command::InvalidatePrincipal { .. }
+            | Command::TouchBatch { .. }
+            | Command::Redis(_) => None,
         }
     }
 }
@@ -222,4 +227,7 @@ pub enum Outcome {
         /// How many sessions expired.
         sessions: u64,
     },
+    /// A `Command::Redis` batch ran: one reply per operation, or `None` when a watched key had
+    /// changed and nothing was done (`EXEC` answers a null array).
+    Redis(Option<Vec<redis::Reply>>),
 }

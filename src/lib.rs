@@ -10,6 +10,7 @@
 //! - [`node`]: a node hosting many Raft groups; [`client`]: routing, leader cache, retries.
 //! - [`config`]: node and cluster configuration.
 //! - [`backup`]: point-in-time backups and restoring them into new data directories.
+//! - [`resp`]: the Redis protocol listener (Redis keys are sessions; see [`command::redis`]).
 
 #![allow(
     clippy::result_large_err,
@@ -29,6 +30,7 @@ pub mod id;
 pub mod limits;
 pub mod node;
 pub mod raft;
+pub mod resp;
 pub mod state;
 pub mod tls;
 pub mod transport;

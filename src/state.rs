@@ -19,6 +19,8 @@ use crate::command::{Attributes, Command, Limits, Origin, Outcome, Request, Resp
 use crate::id::SessionId;
 use crate::limits;
 
+mod redis;
+
 /// A state image that no state machine could have produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid state image: {0}")]
@@ -467,6 +469,7 @@ impl SessionState {
             Command::Expire => Outcome::Purged {
                 sessions: self.purge_expired(),
             },
+            Command::Redis(batch) => self.apply_redis(index, batch),
         }
     }
 

@@ -161,6 +161,7 @@ fn node_config(p: &Params, i: usize, snapshot_every: u64) -> NodeConfig {
             },
         )]),
         tls: None,
+        redis: Default::default(),
     }
 }
 

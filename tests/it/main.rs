@@ -12,6 +12,7 @@ mod lifecycle;
 mod membership;
 mod props;
 mod protocol;
+mod resp;
 mod storage_suite;
 mod support;
 mod tls;
