@@ -391,11 +391,8 @@ pub fn read(op: &ReadOp, key: Option<KeyData<'_>>, now_ms: u64) -> Reply {
                     ..
                 }) => {
                     let left = d.saturating_sub(now_ms);
-                    if *millis {
-                        left as i64
-                    } else {
-                        left.div_ceil(1000) as i64
-                    }
+                    let left = if *millis { left } else { left.div_ceil(1000) };
+                    left.min(i64::MAX as u64) as i64
                 }
             }),
             ReadOp::HGet(field) => want(KeyType::Hash)?

@@ -6,7 +6,6 @@
 //! closed (other connections are untouched).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,7 +122,7 @@ fn upper(arg: &[u8]) -> String {
 
 impl Conn {
     async fn answer(&mut self, shared: &Shared, args: Vec<Bytes>) -> (Reply, After) {
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         let name = upper(&args[0]);
         let (reply, after) = self.dispatch(shared, &name, &args[1..]).await;
         let command = label(&name);

@@ -343,7 +343,7 @@ fn plan_keys(
             k.read(&args[0], ReadOp::StrLen)
         }
         "HSET" | "HMSET" => {
-            if args.len() < 3 || args.len() % 2 == 0 {
+            if args.len() < 3 || args.len().is_multiple_of(2) {
                 return Err(arity(name));
             }
             let fields = args[1..]

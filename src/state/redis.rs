@@ -66,14 +66,12 @@ impl SessionState {
             p
         };
         let mut keys = Vec::new();
-        let mut visited = 0usize;
         let mut last: Option<[u8; SCAN_PREFIX_BYTES]> = None;
-        for (id, session) in self.sessions.range(from..) {
+        for (visited, (id, session)) in self.sessions.range(from..).enumerate() {
             let p = prefix(id);
             if visited >= count.max(1) && last != Some(p) {
                 break;
             }
-            visited += 1;
             last = Some(p);
             if session.expires_at_ms() <= self.clock_ms {
                 continue;
