@@ -125,7 +125,13 @@ pub async fn bind(
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    let mut client = crate::client::ClientConfig::new(vec![config.listen.clone()]);
+    // Dial this node as its peers do (a wildcard listen address is no name a certificate has).
+    let own = config
+        .peers
+        .iter()
+        .find(|p| p.id == config.id)
+        .map_or_else(|| config.listen.clone(), |p| p.addr.clone());
+    let mut client = crate::client::ClientConfig::new(vec![own]);
     client.tls = tls.cloned();
     client.namespace = config.redis.namespace.clone();
     let namespace = if config.redis.namespace.is_empty() {
