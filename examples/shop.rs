@@ -165,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
                 sessions: SessionDefaults::default(),
                 namespaces: Default::default(),
                 tls: None,
+                redis: Default::default(),
             },
         }
     } else {

@@ -377,6 +377,16 @@ impl Client {
         }
     }
 
+    /// A fresh request id of this client, for callers that build their own writes (the RESP
+    /// listener sends `Command::Redis` batches through [`Client::call`]): a write retried under
+    /// it applies once.
+    pub fn next_origin(&self) -> Origin {
+        Origin {
+            client: self.inner.client_id,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     /// Sends one write with a fresh request id, retrying it (same id) until the deadline.
     pub async fn write(&self, id: SessionId, command: Command) -> Result<Written> {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);

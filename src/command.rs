@@ -59,6 +59,7 @@ pub struct BatchResponse {
     /// One response per request.
     pub responses: Vec<Response>,
 }
+pub mod redis;
 
 /// Names one logical write of one client, for exactly-once application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,6 +106,7 @@ impl Request {
                 Command::Rotate { principal, .. } => text(principal),
                 Command::InvalidatePrincipal { principal } => principal.len(),
                 Command::TouchBatch { reads } => reads.len() * 24,
+                Command::Redis(batch) => batch.approx_bytes(),
                 Command::Touch { .. }
                 | Command::Delete { .. }
                 | Command::RotateOut { .. }
@@ -236,6 +238,8 @@ pub enum Command {
     /// Leader-issued housekeeping: advance the replicated clock and purge expired sessions,
     /// old tombstones and old dedup entries.
     Expire,
+    /// Redis key operations (the RESP listener), applied atomically in order; see [`redis`].
+    Redis(redis::RedisBatch),
 }
 
 impl Command {
@@ -248,9 +252,10 @@ impl Command {
             | Command::Delete { id, .. } => Some(*id),
             Command::Rotate { old, .. } | Command::RotateOut { old, .. } => Some(*old),
             Command::RotateIn { new, .. } => Some(*new),
-            Command::Expire | Command::InvalidatePrincipal { .. } | Command::TouchBatch { .. } => {
-                None
-            }
+            Command::Expire
+            | Command::InvalidatePrincipal { .. }
+            | Command::TouchBatch { .. }
+            | Command::Redis(_) => None,
         }
     }
 }
@@ -311,4 +316,7 @@ pub enum Outcome {
         /// How many sessions expired.
         sessions: u64,
     },
+    /// A `Command::Redis` batch ran: one reply per operation, or `None` when a watched key had
+    /// changed and nothing was done (`EXEC` answers a null array).
+    Redis(Option<Vec<redis::Reply>>),
 }

@@ -51,6 +51,21 @@ pub struct NodeConfig {
     /// Mutual TLS on the data port (`[tls]` with `cert`, `key`, `ca`); plain TCP when absent.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The RESP (Redis protocol) listener (`[redis]`); off unless `listen` is set.
+    #[serde(default)]
+    pub redis: RedisSettings,
+}
+
+/// The RESP listener's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Address for Redis clients (e.g. `127.0.0.1:6380`); no listener when absent.
+    pub listen: Option<String>,
+    /// The password `AUTH` requires (user `default`); no authentication when absent.
+    pub password: Option<String>,
+    /// The namespace whose settings (e.g. `redis_delete_grace_ms`) apply; empty = `default`.
+    pub namespace: String,
 }
 
 /// One application's session defaults and limits.
@@ -69,6 +84,10 @@ pub struct Namespace {
     pub max_sessions_per_principal: Option<u32>,
     /// `refuse` (the new login) or `evict_oldest` (end the oldest session).
     pub when_principal_full: crate::command::WhenFull,
+    /// Redis keys (RESP listener): a key deleted or expired less than this long ago refuses
+    /// writes that would create it again, so a slow request's final `SET` cannot resurrect a
+    /// logged-out session. Absent or 0: Redis behaviour (`SET` after `DEL` creates the key).
+    pub redis_delete_grace_ms: Option<u64>,
 }
 
 impl Namespace {

@@ -481,3 +481,75 @@ fn attributes(input: &mut Input<'_>) -> Attributes {
     }
     out
 }
+
+/// Bytes from a Redis client: decoded as pipelined RESP requests (fed in pieces whose size the
+/// first byte picks, so partial reads are exercised), each planned as a command and, if it is a
+/// key command, applied to a state machine as one `Command::Redis` batch; every reply is
+/// encoded as RESP2 and RESP3. Checks: decoding a whole buffer and the same bytes piecewise gives
+/// the same requests (until the first error), no request exceeds the argument limit, and the
+/// state survives `from_image(to_image(s))` with an equal digest.
+pub fn resp_request(data: &[u8]) {
+    use crate::command::redis::{RedisBatch, Reply};
+    use crate::resp::codec::{encode, RequestDecoder};
+    use crate::resp::plan::{plan, Planned};
+    use tokio_util::codec::Decoder;
+
+    let Some((&step, input)) = data.split_first() else {
+        return;
+    };
+    let decode_all = |pieces: usize| {
+        let mut buf = bytes::BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in input.chunks(pieces.max(1)) {
+            buf.extend_from_slice(chunk);
+            loop {
+                match RequestDecoder.decode(&mut buf) {
+                    Ok(Some(args)) => out.push(args),
+                    Ok(None) => break,
+                    Err(_) => return out,
+                }
+            }
+        }
+        out
+    };
+    let whole = decode_all(input.len());
+    let piecewise = decode_all(usize::from(step));
+    assert_eq!(
+        whole, piecewise,
+        "decoding does not depend on how bytes arrive"
+    );
+    let mut state = SessionState::default();
+    let mut out = bytes::BytesMut::new();
+    for (i, args) in whole.iter().take(COMMANDS_MAX).enumerate() {
+        assert!(args.len() <= limits::RESP_ARGS_MAX);
+        let Some((name, rest)) = args.split_first() else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let reply = match plan(&name, rest, 4) {
+            Some(Ok(Planned::Keys(p))) => {
+                let request = Request {
+                    now_ms: 1_000 * i as u64,
+                    origin: None,
+                    command: Command::Redis(RedisBatch {
+                        watches: Vec::new(),
+                        ops: p.ops,
+                        delete_grace_ms: u64::from(step) * 10,
+                    }),
+                };
+                match state.apply(i as u64 + 1, &request).outcome {
+                    Outcome::Redis(Some(replies)) => Reply::Array(replies),
+                    other => panic!("a batch without watches always runs: {other:?}"),
+                }
+            }
+            Some(Ok(Planned::CrossGroupRename { .. })) => Reply::Ok,
+            Some(Err(e)) => e,
+            None => Reply::Nil,
+        };
+        encode(&reply, false, &mut out);
+        encode(&reply, true, &mut out);
+        out.clear();
+    }
+    let back = SessionState::from_image(state.to_image()).expect("own image is valid");
+    assert_eq!(back.digest(), state.digest(), "image round trip");
+}

@@ -416,6 +416,7 @@ mod tests {
             sessions: Default::default(),
             namespaces: Default::default(),
             tls: None,
+            redis: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@
 //!   [`recover`]: a one-node cluster from a survivor when a majority is lost for good.
 //! - [`identity`]: which cluster and node a data directory belongs to; [`handshake`]: the
 //!   cluster check when a connection opens.
+//! - [`resp`]: the Redis protocol listener (Redis keys are sessions; see [`command::redis`]).
 
 #![allow(
     clippy::result_large_err,
@@ -41,6 +42,7 @@ pub mod node;
 pub mod proposer;
 pub mod raft;
 pub mod recover;
+pub mod resp;
 pub mod restore;
 pub mod session;
 pub mod state;

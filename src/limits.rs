@@ -54,6 +54,22 @@ pub const VOTERS_MAX: usize = 7;
 pub const ADDRESS_BYTES_MAX: usize = 256;
 /// The largest snapshot or backup image accepted from disk or the network.
 pub const SNAPSHOT_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024 - 1;
+/// Sessions one Redis SCAN batch visits at most in a group (a COUNT above is capped).
+pub const REDIS_SCAN_VISIT_MAX: usize = 10_000;
+/// The longest RESP request the RESP listener buffers (one command with all its arguments).
+pub const RESP_REQUEST_BYTES_MAX: usize = 1024 * 1024;
+/// The most arguments one RESP command may have.
+pub const RESP_ARGS_MAX: usize = 4096;
+/// The longest inline (telnet-style) RESP command line.
+pub const RESP_INLINE_BYTES_MAX: usize = 64 * 1024;
+/// The longest Redis key name (it is stored in the key's session).
+pub const REDIS_KEY_BYTES_MAX: usize = 1024;
+/// Commands one `MULTI` may queue.
+pub const REDIS_MULTI_COMMANDS_MAX: usize = 1024;
+/// Keys one connection may `WATCH`.
+pub const REDIS_WATCHED_KEYS_MAX: usize = 256;
+/// RESP connections one node serves at once; more are refused with an error.
+pub const RESP_CONNECTIONS_MAX: usize = 4096;
 
 const _: () = assert!(FRAME_BYTES_MAX > SESSION_BYTES_MAX * 2);
 const _: () = assert!(APPEND_BYTES_MAX >= BATCH_BYTES_MAX + REQUEST_BYTES_MAX);

@@ -351,6 +351,7 @@ fn client_op(body: &RequestBody) -> Option<&'static str> {
         ClientRequest::Topology => "topology",
         ClientRequest::ChangeMembership { .. } => "change_membership",
         ClientRequest::Backup { .. } => "backup",
+        ClientRequest::RedisScan { .. } => "redis_scan",
     })
 }
 
@@ -414,6 +415,15 @@ impl NodeInner {
                 }
                 RequestBody::Client(ClientRequest::Backup { token, offset }) => {
                     backup_chunk(&handle, group, token, offset, now_ms, &addresses).await
+                }
+                RequestBody::Client(ClientRequest::RedisScan { from, count }) => {
+                    if let Err(e) = linearize(&handle, now_ms, &addresses).await {
+                        return ResponseBody::Error(e);
+                    }
+                    let count = (count as usize).min(limits::REDIS_SCAN_VISIT_MAX);
+                    let m = handle.machine.read().expect("state lock");
+                    let (keys, next) = m.state.redis_scan(from, count);
+                    ResponseBody::RedisKeys { keys, next }
                 }
                 RequestBody::Client(_) | RequestBody::Hello(_) => {
                     ResponseBody::Error(WireError::Invalid("unexpected request".into()))

@@ -23,6 +23,8 @@ use crate::id::SessionId;
 use crate::limits;
 pub use crate::session::Session;
 
+mod redis;
+
 /// A state image that no state machine could have produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid state image: {0}")]
@@ -338,6 +340,7 @@ impl SessionState {
             Command::Expire => Outcome::Purged {
                 sessions: self.purge_expired(),
             },
+            Command::Redis(batch) => self.apply_redis(version, batch),
         }
     }
 

@@ -362,6 +362,7 @@ fn response_name(body: &ResponseBody) -> &'static str {
         ResponseBody::Membership(_) => "Membership",
         ResponseBody::BackupChunk { .. } => "BackupChunk",
         ResponseBody::Welcome { .. } => "Welcome",
+        ResponseBody::RedisKeys { .. } => "RedisKeys",
     }
 }
 

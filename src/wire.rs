@@ -114,6 +114,14 @@ pub enum ClientRequest {
         /// Byte offset into the image.
         offset: u64,
     },
+    /// A linearizable batch of the group's Redis keys with ids `>= from`, visiting about
+    /// `count` sessions (capped by the node); answered with [`ResponseBody::RedisKeys`].
+    RedisScan {
+        /// The first id wanted.
+        from: SessionId,
+        /// How many sessions to visit.
+        count: u32,
+    },
 }
 
 /// Every request body.
@@ -297,6 +305,14 @@ pub enum ResponseBody {
         cluster_id: ClusterId,
         /// The node's id.
         node: NodeId,
+    },
+    /// Redis key names and types of one scan batch, and where the next batch starts (`None`:
+    /// the group is done).
+    RedisKeys {
+        /// `(name, type)` of each key.
+        keys: Vec<(Vec<u8>, crate::command::redis::KeyType)>,
+        /// The next batch's `from`.
+        next: Option<SessionId>,
     },
 }
 

@@ -133,6 +133,7 @@ fn node_config(p: &Params, i: usize) -> NodeConfig {
             },
         )]),
         tls: None,
+        redis: Default::default(),
     }
 }
 

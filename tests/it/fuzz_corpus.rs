@@ -26,13 +26,14 @@ use steadfast::wire::{
 type Target = fn(&[u8]);
 
 /// Every fuzz target, by the name of its directory under `fuzz/corpus/` and its binary.
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("wire_frame", fuzzing::wire_frame),
     ("peer_message", fuzzing::peer_message),
     ("command_apply", fuzzing::command_apply),
     ("snapshot_decode", fuzzing::snapshot_decode),
     ("config_parse", fuzzing::config_parse),
     ("session_id_parse", fuzzing::session_id_parse),
+    ("resp_request", fuzzing::resp_request),
 ];
 
 /// Longest a single input may run (libFuzzer runs with `-timeout=10`).
@@ -512,4 +513,61 @@ fn fuzz_seeds_are_current() {
     );
     write("session_id_parse", "short", b"0123456789abcdef");
     write("session_id_parse", "non-hex", "zz".repeat(16).as_bytes());
+    for (name, bytes) in resp_requests() {
+        write("resp_request", name, &bytes);
+    }
+}
+
+/// Seeds for `fuzzing::resp_request`: a piece-size byte, then pipelined requests.
+fn resp_requests() -> Vec<(&'static str, Vec<u8>)> {
+    let cmd = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        out
+    };
+    let program = |piece: u8, cmds: &[&[&str]]| {
+        let mut out = vec![piece];
+        for c in cmds {
+            out.extend(cmd(c));
+        }
+        out
+    };
+    vec![
+        (
+            "strings",
+            program(
+                3,
+                &[
+                    &["SET", "sess:1", "v", "EX", "60"],
+                    &["GET", "sess:1"],
+                    &["SET", "sess:1", "w", "NX", "GET"],
+                    &["EXPIRE", "sess:1", "5"],
+                    &["TTL", "sess:1"],
+                    &["DEL", "sess:1", "sess:2"],
+                    &["SET", "sess:1", "again"],
+                    &["GETEX", "sess:1", "PX", "10"],
+                ],
+            ),
+        ),
+        (
+            "hashes-sets",
+            program(
+                7,
+                &[
+                    &["HSET", "h", "a", "1", "b", "2"],
+                    &["HINCRBY", "h", "a", "-5"],
+                    &["HGETALL", "h"],
+                    &["HDEL", "h", "a", "b"],
+                    &["SADD", "s", "x", "y"],
+                    &["SREM", "s", "x"],
+                    &["RENAME", "{t}s", "{t}u"],
+                    &["GET", "s"],
+                ],
+            ),
+        ),
+        ("inline", b"\x01PING\r\nSET k v\r\n\r\nGET k\n".to_vec()),
+        ("nested", b"\x02*1\r\n*1\r\n$4\r\nPING\r\n".to_vec()),
+    ]
 }

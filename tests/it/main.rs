@@ -15,6 +15,7 @@ mod membership;
 mod props;
 mod protocol;
 mod recover;
+mod resp;
 mod storage_suite;
 mod support;
 mod tls;

@@ -19,6 +19,8 @@ pub struct Cluster {
     pub addrs: Vec<String>,
     /// Each node's admin HTTP address.
     pub admin: Vec<String>,
+    /// Each node's Redis protocol (RESP) address.
+    pub redis: Vec<String>,
     dirs: Vec<PathBuf>,
     procs: Vec<Option<Child>>,
     /// Nodes started with `--join` (added after the cluster formed).
@@ -108,7 +110,13 @@ impl Cluster {
             if self.any_exited() {
                 return false;
             }
-            if self.addrs.iter().chain(&self.admin).all(|a| up(a)) {
+            if self
+                .addrs
+                .iter()
+                .chain(&self.admin)
+                .chain(&self.redis)
+                .all(|a| up(a))
+            {
                 // A port held by a stranger also accepts: make sure our node is still there.
                 std::thread::sleep(Duration::from_millis(200));
                 return !self.any_exited();
@@ -135,6 +143,9 @@ impl Cluster {
             .collect();
         Cluster {
             admin: (0..nodes)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            redis: (0..nodes)
                 .map(|_| format!("127.0.0.1:{}", free_port()))
                 .collect(),
             addrs,
@@ -321,6 +332,7 @@ impl Cluster {
             .args(self.node_extra.get(&i).into_iter().flatten())
             .args(self.joined[i].then_some("--join"))
             .args(["--admin-listen", &self.admin[i]])
+            .args(["--redis-listen", &self.redis[i]])
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -342,6 +354,7 @@ impl Cluster {
         let i = self.addrs.len();
         self.addrs.push(format!("127.0.0.1:{}", free_port()));
         self.admin.push(format!("127.0.0.1:{}", free_port()));
+        self.redis.push(format!("127.0.0.1:{}", free_port()));
         self.dirs.push(self.root.join(format!("node{}", i + 1)));
         self.procs.push(None);
         self.joined.push(true);

@@ -475,6 +475,7 @@ async fn embedded_backend_serves_the_shop_and_restarts_from_disk() {
             sessions: SessionDefaults::default(),
             namespaces: Default::default(),
             tls: None,
+            redis: Default::default(),
         },
     };
     let store = Steadfast::start(backend.clone()).await.expect("embedded");

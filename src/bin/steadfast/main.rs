@@ -106,6 +106,15 @@ struct ServeArgs {
     /// Address for the admin HTTP listener (/livez, /readyz, /status, /metrics); off if absent.
     #[arg(long, env = "STEADFAST_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Address for Redis clients (RESP2/RESP3; `[redis] listen`); off if absent.
+    #[arg(long, env = "STEADFAST_REDIS_LISTEN")]
+    redis_listen: Option<String>,
+    /// The password Redis clients must `AUTH` with (`[redis] password`).
+    #[arg(long, env = "STEADFAST_REDIS_PASSWORD")]
+    redis_password: Option<String>,
+    /// Default namespace: refuse re-creating a Redis key deleted less than this long ago.
+    #[arg(long, env = "STEADFAST_REDIS_DELETE_GRACE_MS")]
+    redis_delete_grace_ms: Option<u64>,
     /// This node's id (must appear in peers).
     #[arg(long, env = "STEADFAST_ID")]
     id: Option<u64>,
@@ -198,6 +207,9 @@ struct UpArgs {
     /// (kept and reused on later runs).
     #[arg(long)]
     tls: bool,
+    /// Redis (RESP) port of node 1; nodes 2 and 3 use the next two.
+    #[arg(long, default_value_t = 6380)]
+    redis_base_port: u16,
 }
 
 /// Where a running cluster is: shared by `ctl` and `bench`.
@@ -560,6 +572,27 @@ fn load_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(v) = args.when_principal_full {
         default_ns.insert("when_principal_full".into(), toml::Value::String(v));
     }
+    if let Some(v) = args.redis_delete_grace_ms {
+        default_ns.insert(
+            "redis_delete_grace_ms".into(),
+            toml::Value::Integer(v as i64),
+        );
+    }
+    for (key, value) in [
+        ("listen", args.redis_listen),
+        ("password", args.redis_password),
+    ] {
+        if let (Some(v), Some(toml::Value::Table(redis))) = (
+            value,
+            Some(
+                table
+                    .entry("redis")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            ),
+        ) {
+            redis.insert(key.into(), toml::Value::String(v));
+        }
+    }
     if !default_ns.is_empty() {
         let namespaces = table
             .entry("namespaces")
@@ -633,6 +666,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await?;
     let data_dir = config.data_dir.clone();
+    if let Some(addr) = &config.redis.listen {
+        if tls.is_none() && !insecure && !is_loopback(addr) {
+            bail!("refusing to serve Redis clients over plain TCP on {addr}; configure TLS or pass --insecure");
+        }
+    }
+    let resp = steadfast::resp::bind(&config, tls.as_ref())
+        .await
+        .context("binding the Redis listener")?;
     let fresh = !config.data_dir.join("sled").exists();
     let backend = SledBackend::open(&config.data_dir)
         .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
@@ -654,6 +695,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster_id: identity.cluster_id,
     })
     .await?;
+    let resp = match resp {
+        Some(bound) => Some(bound.start().await.context("starting the Redis listener")?),
+        None => None,
+    };
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match admin_listen {
         Some(addr) => Some(serve_admin(&addr, &node, stopping.clone()).await?),
@@ -678,6 +723,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(admin) = admin {
         admin.abort();
+    }
+    if let Some(resp) = resp {
+        resp.abort();
     }
     node.shutdown().await;
     Ok(())
@@ -854,6 +902,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 &args.groups.to_string(),
                 "--cluster-id",
                 cluster_id.as_str(),
+                "--redis-listen",
+                &format!("127.0.0.1:{}", args.redis_base_port + i as u16),
             ])
             .kill_on_drop(true);
         for var in [
@@ -917,6 +967,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         w.version
     );
     println!("  steadfast bench --clients 64 --duration-secs 10");
+    if tls.is_none() {
+        println!(
+            "  redis-cli -p {} set greeting hello   # Redis clients: ports {}-{}",
+            args.redis_base_port,
+            args.redis_base_port,
+            args.redis_base_port + 2
+        );
+    } else {
+        println!(
+            "  redis-cli -p {} --tls --cert $STEADFAST_TLS_CERT --key $STEADFAST_TLS_KEY --cacert $STEADFAST_TLS_CA ping",
+            args.redis_base_port
+        );
+    }
     println!(
         "node logs: {}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)",
         dir.display()
