@@ -629,6 +629,14 @@ impl SessionState {
         }
     }
 
+    /// Forgets a tombstone (a Redis write may bring a key back), keeping the digest in step.
+    fn unbury(&mut self, id: SessionId, died: u64) {
+        if self.tombstones.remove(&id).is_some() {
+            self.tombstone_order.remove(&(died, id));
+            self.fingerprints = self.fingerprints.wrapping_sub(tomb_print(&id, died));
+        }
+    }
+
     fn bury(&mut self, id: SessionId, died: u64) {
         if let Some(old) = self.tombstones.insert(id, died) {
             self.tombstone_order.remove(&(old, id));

@@ -379,8 +379,7 @@ impl SessionState {
                          {grace} ms (the namespace's redis_delete_grace_ms)"
                     )));
                 }
-                self.tombstones.remove(&id);
-                self.tombstone_order.remove(&(died, id));
+                self.unbury(id, died);
             }
             let session = Session {
                 attributes,
