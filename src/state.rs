@@ -646,7 +646,8 @@ impl SessionState {
         self.fingerprints = self.fingerprints.wrapping_add(tomb_print(&id, died));
     }
 
-    fn expire_if_due(&mut self, id: &SessionId) {
+    /// Kills `id` if it is past its deadline; whether it did.
+    fn expire_if_due(&mut self, id: &SessionId) -> bool {
         let due = self
             .sessions
             .get(id)
@@ -654,6 +655,7 @@ impl SessionState {
         if due {
             self.kill(id);
         }
+        due
     }
 
     fn purge_expired(&mut self) -> u64 {

@@ -98,12 +98,7 @@ impl SessionState {
     }
 
     fn expire_key_if_due(&mut self, id: &SessionId) {
-        let due = self
-            .sessions
-            .get(id)
-            .is_some_and(|s| s.expires_at_ms() <= self.clock_ms);
-        if due {
-            self.kill(id);
+        if self.expire_if_due(id) {
             self.emit(EventKind::Expired(*id));
         }
     }
