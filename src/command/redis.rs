@@ -299,9 +299,53 @@ pub struct RedisBatch {
 }
 
 impl RedisBatch {
-    /// About how many bytes this batch adds to a log entry (its debug form bounds its encoding).
+    /// About how many bytes this batch adds to a log entry: names, values and a fixed overhead
+    /// per operation (what batches and AppendEntries requests are bounded by).
     pub fn approx_bytes(&self) -> usize {
-        64 + self.watches.len() * 32 + format!("{:?}", self.ops).len()
+        64 + self.watches.len() * 32 + self.ops.iter().map(RedisOp::approx_bytes).sum::<usize>()
+    }
+}
+
+impl RedisOp {
+    /// About how many bytes this operation takes in a log entry.
+    pub fn approx_bytes(&self) -> usize {
+        const OVERHEAD: usize = 48;
+        let texts = |v: &[String]| v.iter().map(|t| t.len() + 8).sum::<usize>();
+        OVERHEAD
+            + match self {
+                RedisOp::Read { op, .. } => match op {
+                    ReadOp::HGet(f) | ReadOp::HExists(f) | ReadOp::SIsMember(f) => f.len(),
+                    ReadOp::HMGet(fs) => texts(fs),
+                    _ => 0,
+                },
+                RedisOp::Set { key, value, .. } => key.name.len() + value.len(),
+                RedisOp::HSet { key, fields } => {
+                    key.name.len()
+                        + fields
+                            .iter()
+                            .map(|(f, v)| f.len() + v.len() + 8)
+                            .sum::<usize>()
+                }
+                RedisOp::HIncrBy { key, field, .. } => key.name.len() + field.len(),
+                RedisOp::SAdd { key, members } => key.name.len() + texts(members),
+                RedisOp::HDel { fields, .. } => texts(fields),
+                RedisOp::SRem { members, .. } => texts(members),
+                RedisOp::Rename { to, .. } => to.name.len(),
+                RedisOp::PutIn {
+                    key, attributes, ..
+                } => {
+                    key.name.len()
+                        + attributes
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 8)
+                            .sum::<usize>()
+                }
+                RedisOp::Del { .. }
+                | RedisOp::GetDel { .. }
+                | RedisOp::GetEx { .. }
+                | RedisOp::Expire { .. }
+                | RedisOp::TakeOut { .. } => 0,
+            }
     }
 }
 

@@ -128,6 +128,9 @@ impl Executor {
         match self.client.call(group, body).await {
             Ok(ResponseBody::Written(r)) => match r.outcome {
                 Outcome::Redis(replies) => Ok(replies),
+                Outcome::TooLarge { bytes, limit } => Err(Reply::err(format!(
+                    "value too large: the command would take {bytes} bytes, limit {limit}"
+                ))),
                 other => Err(Reply::err(format!(
                     "steadfast: unexpected outcome {other:?}"
                 ))),
