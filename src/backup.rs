@@ -30,6 +30,9 @@ use crate::raft::store::{Flusher, LogStore, SharedBackend, SnapshotFile, StateMa
 use crate::raft::typ::{LogId, SnapshotMeta, StoredMembership};
 use crate::state::{SessionState, StateImage};
 
+mod take;
+pub use take::{assemble, fetch_group, write_atomically, GroupTaken};
+
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 16] = b"STEADFASTBACKUP\0";
 /// The backup format this build writes and reads.

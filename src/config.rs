@@ -1,5 +1,6 @@
 //! Node configuration: a TOML file, each key overridable by a flag or an environment variable
-//! (the binary does the layering; this module validates the result).
+//! ([`Overrides`] and [`NodeConfig::layered`] put them together); this module validates the
+//! result.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::id::{GroupId, NodeId};
 use crate::limits;
 
+mod layers;
+pub use layers::Overrides;
+
 /// A cluster member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +22,25 @@ pub struct Peer {
     pub id: NodeId,
     /// Its address for peers and clients.
     pub addr: String,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = Error;
+
+    /// `id=addr`, as `--peers` takes it (spaces around either part are ignored).
+    fn from_str(item: &str) -> Result<Peer> {
+        let bad = || Error::Config(format!("peer {item:?} is not id=addr"));
+        let (id, addr) = item.split_once('=').ok_or_else(bad)?;
+        let id = id.trim().parse().map_err(|_| bad())?;
+        let addr = addr.trim();
+        if addr.is_empty() {
+            return Err(bad());
+        }
+        Ok(Peer {
+            id,
+            addr: addr.to_string(),
+        })
+    }
 }
 
 /// Everything one node needs to run.

@@ -27,6 +27,7 @@ pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod config;

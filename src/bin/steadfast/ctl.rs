@@ -1,0 +1,206 @@
+//! `steadfast ctl`: talk to a running cluster (status, sessions, principals, membership,
+//! backups, events). Each subcommand is one call (or a short sequence) of the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use steadfast::{Client, GroupId};
+
+use crate::output::out;
+
+mod session;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    endpoints: crate::Endpoints,
+    /// Overall deadline per command, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: CtlCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCmd {
+    /// Per group and node: role, leader, term, log and applied index, members.
+    Status,
+    /// Session operations.
+    #[command(subcommand)]
+    Session(session::SessionCmd),
+    /// A user's sessions.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+    /// Set a group's voters (membership change through joint consensus).
+    Voters {
+        /// The group.
+        group: u32,
+        /// The new voters: id (address as configured) or id=addr, e.g. 1 2 4=10.0.0.4:7000.
+        #[arg(required = true)]
+        voters: Vec<String>,
+    },
+    /// Move every group replica of node OLD to node NEW (a node started with `serve --join`),
+    /// e.g. to replace a node whose disk was lost. Safe to rerun until it reports no work.
+    ReplaceNode {
+        /// The node leaving.
+        old: u64,
+        /// The node taking its place.
+        new: u64,
+        /// NEW's address, unless the cluster's nodes are configured with it.
+        #[arg(long)]
+        addr: Option<String>,
+    },
+    /// Write a point-in-time backup of every group (linearizable per group) to a file.
+    Backup {
+        /// Where to write it (written to FILE.tmp, synced, then renamed).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Stream a group's events (created, updated, touched, expired, deleted, rotated).
+    Watch {
+        /// The group.
+        #[arg(long, default_value_t = 0)]
+        group: u32,
+        /// The first log index to show (0 = everything retained).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PrincipalCmd {
+    /// List the live sessions of a user.
+    List {
+        /// The user name.
+        principal: String,
+    },
+    /// End every session of a user ("log out everywhere").
+    Invalidate {
+        /// The user name.
+        principal: String,
+    },
+}
+
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let mut config = args.endpoints.client_config()?;
+    config.request_timeout = Duration::from_millis(args.timeout_ms);
+    if matches!(
+        args.command,
+        CtlCmd::Voters { .. } | CtlCmd::ReplaceNode { .. } | CtlCmd::Backup { .. }
+    ) {
+        // One attempt may take long (catching a new voter up, encoding a large image); a
+        // retry would start the same work over on the node, which keeps running the first.
+        config.attempt_timeout = config.request_timeout;
+    }
+    let client = Client::connect(config).await.context("connecting")?;
+    match args.command {
+        CtlCmd::Status => status(&client).await?,
+        CtlCmd::Session(cmd) => session::run(&client, cmd).await?,
+        CtlCmd::Principal(PrincipalCmd::List { principal }) => {
+            for id in client.sessions_of(&principal).await? {
+                out!("{id}");
+            }
+        }
+        CtlCmd::Principal(PrincipalCmd::Invalidate { principal }) => {
+            let n = client.invalidate_principal(&principal).await?;
+            out!("ended {n} sessions of {principal}");
+        }
+        CtlCmd::Backup { out } => crate::backup::run(&client, &out).await?,
+        CtlCmd::Voters { group, voters } => {
+            let voters = parse_voters(&voters)?;
+            let m = client.change_membership(GroupId(group), &voters).await?;
+            out!(
+                "group {group}: voters {:?} learners {:?} (log index {})",
+                m.voters,
+                m.learners,
+                m.log_index.map_or("-".into(), |i| i.to_string())
+            );
+        }
+        CtlCmd::ReplaceNode { old, new, addr } => {
+            let patience = Duration::from_millis(args.timeout_ms);
+            let addr = addr.unwrap_or_default();
+            let changed =
+                steadfast::cluster::replace_node(&client, (old, new), &addr, patience, |g, m| {
+                    // Progress as it happens; a closed stdout is noticed by the last line.
+                    let _ =
+                        crate::output::line(format_args!("group {}: voters {:?}", g.0, m.voters));
+                })
+                .await?;
+            out!("node {old} replaced by node {new} in {changed} groups");
+        }
+        CtlCmd::Watch { group, from, limit } => {
+            use futures_util::StreamExt;
+            let stream = client.watch(GroupId(group), from);
+            let mut stream = std::pin::pin!(stream);
+            let mut seen = 0;
+            while let Some(event) = stream.next().await {
+                let e = event?;
+                out!("{} {} {:?}", e.index, e.at_ms, e.kind);
+                seen += 1;
+                if limit.is_some_and(|l| seen >= l) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status(client: &Client) -> anyhow::Result<()> {
+    if let Some(cluster) = client.cluster_id() {
+        out!("cluster {cluster}");
+    }
+    out!(
+        "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} members",
+        "group",
+        "node",
+        "role",
+        "leader",
+        "term",
+        "last_log",
+        "applied",
+        "sessions"
+    );
+    for (addr, result) in client.status().await {
+        match result {
+            Ok(groups) => {
+                for g in groups {
+                    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                    out!(
+                        "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} {:?}",
+                        g.group.to_string(),
+                        g.node,
+                        g.role,
+                        opt(g.leader),
+                        g.term,
+                        opt(g.last_log_index),
+                        opt(g.applied_index),
+                        g.sessions,
+                        g.members
+                    );
+                }
+            }
+            Err(e) => out!("{addr}: unreachable ({e})"),
+        }
+    }
+    Ok(())
+}
+
+fn parse_voters(items: &[String]) -> anyhow::Result<Vec<(u64, String)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (id, addr) = item.split_once('=').unwrap_or((item, ""));
+            let id = id
+                .trim()
+                .parse()
+                .with_context(|| format!("voter {item:?} is not id or id=addr"))?;
+            Ok((id, addr.trim().to_string()))
+        })
+        .collect()
+}

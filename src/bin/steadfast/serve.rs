@@ -1,0 +1,327 @@
+//! `steadfast serve`: run one node until SIGTERM/Ctrl-C, or until its storage fails
+//! (fail-stop: exit non-zero for a supervisor).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use steadfast::config::{NodeConfig, Overrides, Peer};
+use steadfast::identity::{ClusterId, StartIdentity};
+use steadfast::node::{Node, NodeOptions};
+use steadfast::raft::backend::SledBackend;
+use steadfast::tls::{Tls, TlsFiles};
+
+/// Every key of the TOML file can also be given as a flag or an environment variable
+/// (flag > environment > file > built-in default).
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "STEADFAST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Join an existing cluster: never initialize groups, even on an empty data directory
+    /// (for nodes added or replacing one; groups come through `ctl voters`/`ctl replace-node`).
+    #[arg(long, env = "STEADFAST_JOIN")]
+    join: bool,
+    /// Address for the admin HTTP listener (/livez, /readyz, /status, /metrics); off if absent.
+    #[arg(long, env = "STEADFAST_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// Address for Redis clients (RESP2/RESP3; `[redis] listen`); off if absent.
+    #[arg(long, env = "STEADFAST_REDIS_LISTEN")]
+    redis_listen: Option<String>,
+    /// The password Redis clients must `AUTH` with (`[redis] password`).
+    #[arg(long, env = "STEADFAST_REDIS_PASSWORD")]
+    redis_password: Option<String>,
+    /// Default namespace: refuse re-creating a Redis key deleted less than this long ago.
+    #[arg(long, env = "STEADFAST_REDIS_DELETE_GRACE_MS")]
+    redis_delete_grace_ms: Option<u64>,
+    /// This node's id (must appear in peers).
+    #[arg(long, env = "STEADFAST_ID")]
+    id: Option<u64>,
+    /// The cluster this node belongs to. Recorded in a new data directory (default: derived
+    /// from the peers, groups and replicas; a `--join` node asks its peers) and checked on
+    /// every later start.
+    #[arg(long, env = "STEADFAST_CLUSTER_ID")]
+    pub cluster_id: Option<ClusterId>,
+    /// Address to listen on for peers and clients.
+    #[arg(long, env = "STEADFAST_LISTEN")]
+    listen: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "STEADFAST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Every member as id=addr, comma separated (e.g. 1=127.0.0.1:7001,2=127.0.0.1:7002).
+    #[arg(long, env = "STEADFAST_PEERS", value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Number of Raft groups (fixed at cluster creation).
+    #[arg(long, env = "STEADFAST_GROUPS")]
+    groups: Option<u32>,
+    /// Replicas per group.
+    #[arg(long, env = "STEADFAST_REPLICAS")]
+    replicas: Option<u32>,
+    /// Raft heartbeat interval.
+    #[arg(long, env = "STEADFAST_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Raft election timeout, lower bound.
+    #[arg(long, env = "STEADFAST_ELECTION_TIMEOUT_MIN_MS")]
+    election_timeout_min_ms: Option<u64>,
+    /// Raft election timeout, upper bound.
+    #[arg(long, env = "STEADFAST_ELECTION_TIMEOUT_MAX_MS")]
+    election_timeout_max_ms: Option<u64>,
+    /// Snapshot after this many log entries.
+    #[arg(long, env = "STEADFAST_SNAPSHOT_EVERY_LOGS")]
+    snapshot_every_logs: Option<u64>,
+    /// Log entries a group leader keeps in flight; writes arriving meanwhile share the next one.
+    #[arg(long, env = "STEADFAST_PIPELINE_DEPTH")]
+    pipeline_depth: Option<u64>,
+    /// Default session idle timeout.
+    #[arg(long, env = "STEADFAST_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// How often leaders advance the replicated clock (expiry precision).
+    #[arg(long, env = "STEADFAST_EXPIRE_TICK_MS")]
+    expire_tick_ms: Option<u64>,
+    /// Default namespace: most sessions per group.
+    #[arg(long, env = "STEADFAST_MAX_SESSIONS_PER_GROUP")]
+    max_sessions_per_group: Option<u64>,
+    /// Default namespace: refuse | evict_oldest when a group is full.
+    #[arg(long, env = "STEADFAST_WHEN_FULL")]
+    when_full: Option<String>,
+    /// Default namespace: most sessions per principal.
+    #[arg(long, env = "STEADFAST_MAX_SESSIONS_PER_PRINCIPAL")]
+    max_sessions_per_principal: Option<u64>,
+    /// Default namespace: refuse | evict_oldest when a principal has too many sessions.
+    #[arg(long, env = "STEADFAST_WHEN_PRINCIPAL_FULL")]
+    when_principal_full: Option<String>,
+    /// Mutual TLS on the data port: this node's certificate (PEM; `[tls] cert`).
+    #[arg(long, env = "STEADFAST_NODE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM; `[tls] key`).
+    #[arg(long, env = "STEADFAST_NODE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA every peer and client must chain to (PEM; `[tls] ca`).
+    #[arg(long, env = "STEADFAST_NODE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Serve plain TCP on a non-loopback address (without TLS anyone who reaches the port can
+    /// read and write every session).
+    #[arg(long, env = "STEADFAST_INSECURE")]
+    insecure: bool,
+}
+
+impl ServeArgs {
+    /// The flags as configuration overrides (`None`: keep the file's value).
+    fn overrides(&self) -> anyhow::Result<Overrides> {
+        let peers = match &self.peers {
+            Some(items) => Some(
+                items
+                    .iter()
+                    .map(|p| p.parse::<Peer>())
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Overrides {
+            id: self.id,
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            peers,
+            groups: self.groups,
+            replicas: self.replicas,
+            tls,
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_every_logs: self.snapshot_every_logs,
+            pipeline_depth: self.pipeline_depth,
+            idle_timeout_ms: self.idle_timeout_ms,
+            expire_tick_ms: self.expire_tick_ms,
+            max_sessions_per_group: self.max_sessions_per_group,
+            when_full: self.when_full.clone(),
+            max_sessions_per_principal: self.max_sessions_per_principal,
+            when_principal_full: self.when_principal_full.clone(),
+            redis_delete_grace_ms: self.redis_delete_grace_ms,
+            redis_listen: self.redis_listen.clone(),
+            redis_password: self.redis_password.clone(),
+        })
+    }
+
+    /// The node's configuration: the `--config` file (if any) with the flags on top.
+    pub fn load_config(&self) -> anyhow::Result<NodeConfig> {
+        let text = match &self.config {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let config = NodeConfig::layered(text.as_deref(), &self.overrides()?);
+        match (&self.config, config) {
+            (Some(path), Err(e)) => Err(e).with_context(|| format!("{}", path.display())),
+            (_, config) => Ok(config?),
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    let tls = match &config.tls {
+        Some(files) => Some(Tls::load(files)?),
+        None if args.insecure || is_loopback(&config.listen) => None,
+        None => bail!(
+            "refusing to serve plain TCP on {}: anyone who reaches it could read and write every \
+             session. Configure mutual TLS (--tls-cert, --tls-key, --tls-ca; `steadfast certs` \
+             makes a development CA) or pass --insecure",
+            config.listen
+        ),
+    };
+    if let Some(addr) = &config.redis.listen {
+        if tls.is_none() && !args.insecure && !is_loopback(addr) {
+            bail!(
+                "refusing to serve Redis clients over plain TCP on {addr}; configure TLS or pass \
+                 --insecure"
+            );
+        }
+    }
+    // Bind before creating the storage: a first start that fails after creating it would make
+    // the next start look like a restart and never initialize the groups.
+    let (connector, listener) = steadfast::tls::bind(&config.listen, tls.as_ref())
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let identity = steadfast::identity::establish(StartIdentity {
+        config: &config,
+        cluster_id: args.cluster_id.clone(),
+        join: args.join,
+        connector: connector.clone(),
+    })
+    .await?;
+    let resp = steadfast::resp::bind(&config, tls.as_ref())
+        .await
+        .context("binding the Redis listener")?;
+    let fresh = !config.data_dir.join("sled").exists();
+    let backend = SledBackend::open(&config.data_dir)
+        .with_context(|| format!("opening storage under {}", config.data_dir.display()))?;
+    tracing::info!(
+        id = config.id,
+        cluster = %identity.cluster_id,
+        listen = %config.listen,
+        fresh,
+        tls = tls.is_some(),
+        "starting node"
+    );
+    let data_dir = config.data_dir.clone();
+    let node = Node::start(NodeOptions {
+        config,
+        backend: Arc::new(backend),
+        clock: Arc::new(steadfast::clock::SystemClock),
+        connector,
+        listener,
+        bootstrap: fresh && !args.join,
+        cluster_id: identity.cluster_id,
+    })
+    .await?;
+    let resp = match resp {
+        Some(bound) => Some(bound.start().await.context("starting the Redis listener")?),
+        None => None,
+    };
+    let stopping = Arc::new(AtomicBool::new(false));
+    let admin = match &args.admin_listen {
+        Some(addr) => Some(serve_admin(addr, &node, stopping.clone()).await?),
+        None => None,
+    };
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        failed = node.failed() => Some(failed),
+    };
+    stopping.store(true, Ordering::Release);
+    if let Some((group, why)) = failure {
+        // Fail-stop: a node with a dead group is useless to its cluster; exit for a supervisor.
+        let line = format!(
+            "group {group} stopped ({why}); this node stops too: check its disk and data \
+             directory {}, then restart it (or replace the node)",
+            data_dir.display()
+        );
+        tracing::error!("{line}");
+        let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
+        bail!(line);
+    }
+    tracing::info!("shutting down");
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    if let Some(resp) = resp {
+        resp.abort();
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Whether `listen` only accepts connections from this machine.
+fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host == "localhost"),
+    }
+}
+
+#[cfg(feature = "axum")]
+async fn serve_admin(
+    addr: &str,
+    node: &Node,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener {addr}"))?;
+    tracing::info!(%addr, "admin HTTP listening");
+    let router = crate::admin::router(crate::admin::Admin {
+        node: node.observer(),
+        prometheus,
+        stopping,
+    });
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!(error = %e, "admin HTTP stopped");
+        }
+    }))
+}
+
+#[cfg(not(feature = "axum"))]
+async fn serve_admin(
+    _addr: &str,
+    _node: &Node,
+    _stopping: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    bail!("--admin-listen needs the `axum` feature (on by default)")
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
