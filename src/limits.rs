@@ -10,6 +10,9 @@ pub const SESSION_BYTES_MAX: usize = 64 * 1024;
 pub const ATTRIBUTE_OVERHEAD_BYTES: usize = 16;
 /// The most attributes one session may hold.
 pub const ATTRIBUTES_MAX: usize = 1024;
+/// The shortest attribute name of a native session: an empty name is refused (Redis hash
+/// fields, stored as attributes too, may be empty as in Redis).
+pub const ATTRIBUTE_NAME_BYTES_MIN: usize = 1;
 /// The longest attribute name.
 pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 256;
 /// The largest frame on the wire: a snapshot chunk plus headroom.

@@ -277,6 +277,9 @@ impl SessionState {
                 principal,
                 limits,
             } => {
+                if let Some(rejection) = empty_name(attributes.keys()) {
+                    return rejection;
+                }
                 let now = self.clock_ms;
                 let session = Session {
                     attributes: attributes.clone(),
@@ -466,6 +469,9 @@ impl SessionState {
         expected_version: Option<u64>,
         idle_timeout_ms: Option<u64>,
     ) -> Outcome {
+        if let Some(rejection) = empty_name(set.keys()) {
+            return rejection;
+        }
         let session = match self.guard(id, expected_version) {
             Ok(session) => session,
             Err(refusal) => return refusal,
@@ -908,6 +914,17 @@ impl<K: Serialize + Ord + Clone, V: Serialize + Clone> Serialize for Seq<'_, K, 
     }
 }
 
+/// A native session's attribute names must not be empty (a name a person cannot type or see in
+/// a listing); `Some(outcome)` is the rejection. Redis hashes keep Redis's rules: an empty
+/// field name is allowed there, so this is not part of [`validate`].
+fn empty_name<'a>(mut names: impl Iterator<Item = &'a String>) -> Option<Outcome> {
+    names
+        .any(|k| k.len() < limits::ATTRIBUTE_NAME_BYTES_MIN)
+        .then(|| Outcome::Invalid {
+            reason: "an attribute name may not be empty".into(),
+        })
+}
+
 /// Checks a would-be session against the limits; `Some(outcome)` is the rejection.
 fn validate(attributes: &Attributes, idle_timeout_ms: u64) -> Option<Outcome> {
     if attributes.len() > limits::ATTRIBUTES_MAX {
@@ -1004,6 +1021,38 @@ mod tests {
             principal: Some(principal.into()),
             limits,
         }
+    }
+
+    /// `ctl session put <id> =x` used to store an attribute with an empty name, which no
+    /// listing shows and no `--remove` can name on a command line.
+    #[test]
+    fn an_empty_attribute_name_is_refused_on_create_and_update() {
+        let mut s = SessionState::default();
+        let empty = Attributes::from([(String::new(), b"x".to_vec())]);
+        let create_empty = Command::Create {
+            id: id(1),
+            attributes: empty.clone(),
+            idle_timeout_ms: 1000,
+            lifetime_ms: None,
+            principal: None,
+            limits: Limits::default(),
+        };
+        let refused = s.apply(1, &req(1, create_empty)).outcome;
+        assert!(matches!(refused, Outcome::Invalid { .. }), "{refused:?}");
+        assert!(s.get(&id(1)).is_none());
+        s.apply(2, &req(2, create(1, 1000)));
+        let update = Command::Update {
+            id: id(1),
+            set: empty,
+            remove: Default::default(),
+            expected_version: None,
+            idle_timeout_ms: None,
+        };
+        let refused = s.apply(3, &req(3, update)).outcome;
+        assert!(matches!(refused, Outcome::Invalid { .. }), "{refused:?}");
+        let kept = s.get(&id(1)).expect("still there");
+        assert_eq!(kept.version, 2, "nothing was written");
+        assert!(!kept.attributes.contains_key(""));
     }
 
     #[test]

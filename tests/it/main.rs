@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 mod cluster;
+mod ctl;
 mod failstop;
 mod fuzz_corpus;
 mod identity;

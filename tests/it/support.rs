@@ -368,16 +368,41 @@ impl Cluster {
         std::fs::remove_dir_all(&self.dirs[i]).expect("remove data dir");
     }
 
+    /// `steadfast ctl` aimed at this cluster, ready for more arguments.
+    pub fn ctl_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_steadfast"));
+        command.arg("ctl").args([
+            "--endpoints",
+            &self.addrs.join(","),
+            "--timeout-ms",
+            "30000",
+        ]);
+        command
+    }
+
+    /// Runs `steadfast ctl` against this cluster with `stdin` as its input; returns its
+    /// output whether it succeeded or not.
+    pub fn ctl_output(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .ctl_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run steadfast ctl");
+        let mut input = child.stdin.take().expect("stdin");
+        // A command that does not read stdin may exit first: a broken pipe here is fine.
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().expect("wait for steadfast ctl")
+    }
+
     /// Runs `steadfast ctl` against this cluster; returns its stdout, panics on failure.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
-            .arg("ctl")
-            .args([
-                "--endpoints",
-                &self.addrs.join(","),
-                "--timeout-ms",
-                "30000",
-            ])
+        let out = self
+            .ctl_command()
             .args(args)
             .output()
             .expect("run steadfast ctl");

@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 use steadfast::{Client, GroupId};
 
 use crate::output::out;
+use format::Format;
 
+mod format;
 mod session;
 
 #[derive(Args, Debug)]
@@ -19,6 +21,16 @@ pub struct CtlArgs {
     /// Overall deadline per command, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Output: `table` for people, `json` for scripts (status, session get, principal list,
+    /// watch: one JSON object per event and line).
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    write_out: Format,
     #[command(subcommand)]
     command: CtlCmd,
 }
@@ -58,7 +70,8 @@ enum CtlCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Stream a group's events (created, updated, touched, expired, deleted, rotated).
+    /// Stream a group's events (created, updated, touched, expired, deleted, rotated), one
+    /// line each; runs until interrupted unless --limit is given.
     Watch {
         /// The group.
         #[arg(long, default_value_t = 0)]
@@ -66,7 +79,7 @@ enum CtlCmd {
         /// The first log index to show (0 = everything retained).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// Stop after this many events.
+        /// Exit after this many events.
         #[arg(long)]
         limit: Option<usize>,
     },
@@ -98,17 +111,20 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         config.attempt_timeout = config.request_timeout;
     }
     let client = Client::connect(config).await.context("connecting")?;
+    let format = args.write_out;
     match args.command {
-        CtlCmd::Status => status(&client).await?,
-        CtlCmd::Session(cmd) => session::run(&client, cmd).await?,
+        CtlCmd::Status => status(&client, format).await?,
+        CtlCmd::Session(cmd) => session::run(&client, cmd, format).await?,
         CtlCmd::Principal(PrincipalCmd::List { principal }) => {
-            for id in client.sessions_of(&principal).await? {
-                out!("{id}");
-            }
+            principal_list(&client, &principal, format).await?
         }
         CtlCmd::Principal(PrincipalCmd::Invalidate { principal }) => {
             let n = client.invalidate_principal(&principal).await?;
-            out!("ended {n} sessions of {principal}");
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            out!(
+                "ended {} of {principal}",
+                crate::output::count(n, "session")
+            );
         }
         CtlCmd::Backup { out } => crate::backup::run(&client, &out).await?,
         CtlCmd::Voters { group, voters } => {
@@ -134,55 +150,91 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             out!("node {old} replaced by node {new} in {changed} groups");
         }
         CtlCmd::Watch { group, from, limit } => {
-            use futures_util::StreamExt;
-            let stream = client.watch(GroupId(group), from);
-            let mut stream = std::pin::pin!(stream);
-            let mut seen = 0;
-            while let Some(event) = stream.next().await {
-                let e = event?;
-                out!("{} {} {:?}", e.index, e.at_ms, e.kind);
-                seen += 1;
-                if limit.is_some_and(|l| seen >= l) {
-                    break;
-                }
+            watch(&client, (group, from), limit, format).await?
+        }
+    }
+    Ok(())
+}
+
+async fn watch(
+    client: &Client,
+    (group, from): (u32, u64),
+    limit: Option<usize>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    if limit == Some(0) {
+        return Ok(());
+    }
+    let stream = client.watch(GroupId(group), from);
+    let mut stream = std::pin::pin!(stream);
+    let mut seen = 0;
+    while let Some(event) = stream.next().await {
+        let e = event.with_context(|| format!("watching group {group}"))?;
+        match format {
+            Format::Table => out!("{}", format::event_line(&e)),
+            Format::Json => out!("{}", format::event_json(&e)),
+        }
+        seen += 1;
+        if limit.is_some_and(|l| seen >= l) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn principal_list(client: &Client, principal: &str, format: Format) -> anyhow::Result<()> {
+    let ids = client.sessions_of(principal).await?;
+    match format {
+        Format::Json => {
+            let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+            out!(
+                "{}",
+                serde_json::json!({ "principal": principal, "sessions": ids })
+            );
+        }
+        // An unknown user and one without live sessions look alike to the cluster.
+        Format::Table if ids.is_empty() => out!("{principal:?} has no live sessions"),
+        Format::Table => {
+            for id in ids {
+                out!("{id}");
             }
         }
     }
     Ok(())
 }
 
-async fn status(client: &Client) -> anyhow::Result<()> {
-    if let Some(cluster) = client.cluster_id() {
+async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
+    let cluster = client.cluster_id();
+    let answers = client.status().await;
+    if format == Format::Json {
+        let mut groups = Vec::new();
+        let mut unreachable = Vec::new();
+        for (addr, result) in &answers {
+            match result {
+                Ok(list) => groups.extend(list.iter().map(format::status_json)),
+                Err(e) => unreachable.push(serde_json::json!({
+                    "endpoint": addr, "error": e.to_string()
+                })),
+            }
+        }
+        let json = serde_json::json!({
+            "cluster": cluster.map(|c| c.to_string()),
+            "groups": groups,
+            "unreachable": unreachable,
+        });
+        out!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    if let Some(cluster) = cluster {
         out!("cluster {cluster}");
     }
-    out!(
-        "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} members",
-        "group",
-        "node",
-        "role",
-        "leader",
-        "term",
-        "last_log",
-        "applied",
-        "sessions"
-    );
-    for (addr, result) in client.status().await {
+    out!("{}", format::status_header());
+    for (addr, result) in answers {
         match result {
             Ok(groups) => {
                 for g in groups {
-                    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-                    out!(
-                        "{:<6} {:<5} {:<10} {:<7} {:<6} {:<9} {:<9} {:<9} {:?}",
-                        g.group.to_string(),
-                        g.node,
-                        g.role,
-                        opt(g.leader),
-                        g.term,
-                        opt(g.last_log_index),
-                        opt(g.applied_index),
-                        g.sessions,
-                        g.members
-                    );
+                    out!("{}", format::status_row(&g));
                 }
             }
             Err(e) => out!("{addr}: unreachable ({e})"),

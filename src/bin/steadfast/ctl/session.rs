@@ -8,8 +8,18 @@ use steadfast::client::{CreateOptions, Update};
 use steadfast::command::Attributes;
 use steadfast::{Client, SessionId};
 
+use super::format::{self, Format};
 use crate::output::out;
 use crate::NotFound;
+
+/// Attribute values read from files or stdin (`--value-file NAME=PATH`, `-` for stdin): a value
+/// too large for a command line (the kernel caps one argument at 128 KiB).
+#[derive(clap::Args, Debug, Default)]
+pub struct ValueFiles {
+    /// Set attribute NAME to the contents of PATH (`NAME=-` reads stdin); repeatable.
+    #[arg(long = "value-file", value_name = "NAME=PATH")]
+    files: Vec<String>,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum SessionCmd {
@@ -29,6 +39,8 @@ pub enum SessionCmd {
         /// The user this session belongs to.
         #[arg(long)]
         principal: Option<String>,
+        #[command(flatten)]
+        values: ValueFiles,
     },
     /// Move a session to a fresh id; the old id dies (session-fixation defence).
     Rotate {
@@ -42,7 +54,7 @@ pub enum SessionCmd {
         /// The user name.
         principal: String,
     },
-    /// Print a session as JSON.
+    /// Print a session (a table, or JSON with `-w json`).
     Get {
         /// The session id.
         id: SessionId,
@@ -59,6 +71,8 @@ pub enum SessionCmd {
         /// Only if the session is at this version (compare-and-set).
         #[arg(long)]
         if_version: Option<u64>,
+        #[command(flatten)]
+        values: ValueFiles,
     },
     /// Extend a session's idle deadline.
     Touch {
@@ -75,19 +89,66 @@ pub enum SessionCmd {
     },
 }
 
-fn parse_attrs(items: &[String]) -> anyhow::Result<Attributes> {
-    items
-        .iter()
-        .map(|a| {
-            let (k, v) = a
-                .split_once('=')
-                .with_context(|| format!("attribute {a:?} is not name=value"))?;
-            Ok((k.to_string(), v.as_bytes().to_vec()))
-        })
-        .collect()
+/// `name=value` items plus `--value-file`s, each name once, none empty, within the session size
+/// limit (checked here for a clear line; the cluster checks again).
+fn attributes(items: &[String], files: &ValueFiles) -> anyhow::Result<Attributes> {
+    let mut out = Attributes::new();
+    let mut add = |name: &str, value: Vec<u8>, from: &str| -> anyhow::Result<()> {
+        anyhow::ensure!(!name.is_empty(), "attribute name is empty in {from:?}");
+        let fresh = out.insert(name.to_string(), value).is_none();
+        anyhow::ensure!(fresh, "attribute {name:?} is given twice");
+        Ok(())
+    };
+    for a in items {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("attribute {a:?} is not name=value"))?;
+        add(k, v.as_bytes().to_vec(), a)?;
+    }
+    let mut stdin_used = false;
+    for item in &files.files {
+        let (name, path) = item
+            .split_once('=')
+            .with_context(|| format!("--value-file {item:?} is not NAME=PATH"))?;
+        if path == "-" {
+            anyhow::ensure!(!stdin_used, "only one --value-file can read stdin (-)");
+            stdin_used = true;
+        }
+        add(name, read_value(path)?, item)?;
+    }
+    let bytes = steadfast::session::Session::encoded_bytes(&out);
+    anyhow::ensure!(
+        bytes <= steadfast::limits::SESSION_BYTES_MAX,
+        "these attributes take {bytes} bytes, over the session limit of {} bytes",
+        steadfast::limits::SESSION_BYTES_MAX
+    );
+    Ok(out)
 }
 
-pub async fn run(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
+/// The contents of `path` (`-`: stdin), refused beyond the session size limit without reading
+/// more than one byte past it.
+fn read_value(path: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = steadfast::limits::SESSION_BYTES_MAX as u64;
+    let source: Box<dyn Read> = if path == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).with_context(|| format!("reading {path}"))?)
+    };
+    let mut value = Vec::new();
+    source
+        .take(limit + 1)
+        .read_to_end(&mut value)
+        .with_context(|| format!("reading {path}"))?;
+    let shown = if path == "-" { "stdin" } else { path };
+    anyhow::ensure!(
+        value.len() as u64 <= limit,
+        "the value in {shown} is over the session limit of {limit} bytes"
+    );
+    Ok(value)
+}
+
+pub async fn run(client: &Client, cmd: SessionCmd, format: Format) -> anyhow::Result<()> {
     match cmd {
         SessionCmd::Create {
             attrs,
@@ -95,28 +156,33 @@ pub async fn run(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
             idle_timeout_ms,
             lifetime_ms,
             principal,
+            values,
         } => {
             let options = CreateOptions {
                 principal,
                 idle_timeout: idle_timeout_ms.map(Duration::from_millis),
                 lifetime: lifetime_ms.map(Duration::from_millis),
             };
-            let attrs = parse_attrs(&attrs)?;
+            let attrs = attributes(&attrs, &values)?;
             let (id, w) = match id {
                 Some(id) => (id, client.create_with_id(id, attrs, options).await?),
                 None => client.create(attrs, options).await?,
             };
             out!("{id} version={}", w.version);
         }
-        SessionCmd::Get { id } => get(client, id).await?,
+        SessionCmd::Get { id } => get(client, id, format).await?,
         SessionCmd::Put {
             id,
             attrs,
             remove,
             if_version,
+            values,
         } => {
+            if let Some(empty) = remove.iter().find(|r| r.is_empty()) {
+                anyhow::bail!("--remove {empty:?}: attribute name is empty");
+            }
             let update = Update {
-                set: parse_attrs(&attrs)?,
+                set: attributes(&attrs, &values)?,
                 remove: remove.into_iter().collect(),
                 expected_version: if_version,
                 idle_timeout: None,
@@ -144,26 +210,20 @@ pub async fn run(client: &Client, cmd: SessionCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn get(client: &Client, id: SessionId) -> anyhow::Result<()> {
+async fn get(client: &Client, id: SessionId, format: Format) -> anyhow::Result<()> {
     let Some(s) = client.get(id).await? else {
         return Err(NotFound(format!("session {id} not found")).into());
     };
-    let attrs: serde_json::Map<String, serde_json::Value> = s
-        .attributes
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
-            )
-        })
-        .collect();
-    let json = serde_json::json!({
-        "id": id.to_string(), "version": s.version, "attributes": attrs,
-        "created_ms": s.created_ms, "accessed_ms": s.accessed_ms,
-        "idle_timeout_ms": s.idle_timeout_ms, "deadline_ms": s.deadline_ms,
-        "expires_at_ms": s.expires_at_ms, "server_time_ms": s.server_time_ms,
-    });
-    out!("{}", serde_json::to_string_pretty(&json)?);
+    match format {
+        Format::Json => out!(
+            "{}",
+            serde_json::to_string_pretty(&format::session_json(&s))?
+        ),
+        Format::Table => {
+            for line in format::session_table(&s) {
+                out!("{line}");
+            }
+        }
+    }
     Ok(())
 }
