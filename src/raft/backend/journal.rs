@@ -190,6 +190,11 @@ fn replay_segment(
 /// The next whole, checksummed record's payload and what follows it; `None` if torn.
 fn next_record(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    if len == 0 {
+        // No record is empty: this is a zero-filled tail (space the file system allocated for a
+        // write that never landed), whose checksum of nothing would otherwise match.
+        return None;
+    }
     let crc = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
     let payload = rest.get(8..8usize.checked_add(len)?)?;
     (crc32fast::hash(payload) == crc).then(|| (payload, &rest[8 + len..]))
@@ -375,9 +380,9 @@ mod tests {
             ends.push(buf.len() - after.len());
             rest = after;
         }
+        let whole_file = std::fs::read(&path).expect("read");
         for cut in 0..buf.len() {
-            let file = OpenOptions::new().write(true).open(&path).expect("open");
-            file.set_len((HEADER_BYTES + cut) as u64).expect("truncate");
+            std::fs::write(&path, &whole_file[..HEADER_BYTES + cut]).expect("cut");
             let (got, r) = replayed(dir.path()).expect("replay");
             let whole = ends.iter().filter(|&&e| e <= cut).count() - 1;
             assert_eq!(got, ops()[..whole], "cut at {cut}");
@@ -391,7 +396,7 @@ mod tests {
         written(dir.path(), &ops());
         let path = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&path).expect("read");
-        bytes[HEADER_BYTES + 20] ^= 0x10;
+        bytes[HEADER_BYTES + 10] ^= 0x10; // inside the first record's payload
         std::fs::write(&path, &bytes).expect("write");
         let (got, r) = replayed(dir.path()).expect("newest segment: a torn tail");
         assert!(got.is_empty() && r.torn_tail);
@@ -414,6 +419,19 @@ mod tests {
         lying.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&lying), Err("entry count exceeds the record"));
         assert!(decode(&[0, 0, 0, 0, 9]).is_err());
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_the_end_not_a_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        written(dir.path(), &ops());
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.extend_from_slice(&[0; 4096]);
+        std::fs::write(&path, &bytes).expect("write");
+        let (got, r) = replayed(dir.path()).expect("replay");
+        assert_eq!(got, ops());
+        assert!(r.torn_tail);
     }
 
     #[test]
