@@ -45,6 +45,7 @@ pub mod raft;
 pub mod recover;
 pub mod resp;
 pub mod restore;
+pub mod runtime;
 pub mod session;
 pub mod state;
 pub mod tls;

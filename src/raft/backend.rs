@@ -1,7 +1,7 @@
 //! The durability seam: where Raft logs, votes and snapshots go, and when they are safe.
 //!
 //! Two implementations: [`SledBackend`] (production: one `sled::Db` per node, trees per group,
-//! a real fsync barrier) and [`MemBackend`] (tests and simulation: keeps what was made durable
+//! behind a node-wide write-ahead journal whose `fdatasync` is the barrier) and [`MemBackend`] (tests and simulation: keeps what was made durable
 //! apart from what was only written, so a simulated crash loses exactly the un-synced writes).
 //!
 //! **Architecture invariant:** writes are buffered and ordered; [`Backend::sync`] is the only
@@ -10,12 +10,16 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+mod journal;
+mod sled_backend;
 
 use crate::codec::WriteSeek;
 pub use crate::future::BoxFuture;
 use crate::id::GroupId;
+pub use sled_backend::SledBackend;
 
 /// Writes a snapshot into the file (or buffer) it is given, front to back.
 pub type SnapshotWrite = Box<dyn FnOnce(&mut dyn WriteSeek) -> io::Result<()> + Send>;
@@ -264,202 +268,6 @@ impl Backend for MemBackend {
     }
 }
 
-/// sled's page cache per node.
-const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
-
-/// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
-const OPEN_LOCK_RETRIES: u32 = 100;
-
-/// sled-backed storage: one `sled::Db` for all groups so one sync commits every group's appends.
-#[derive(Clone)]
-pub struct SledBackend {
-    db: sled::Db,
-    /// The directory holding the Db and the snapshot files.
-    dir: PathBuf,
-    /// sled's data file, kept open: `flush()` only does `sync_file_range`, so the real barrier is
-    /// an `fdatasync` through this handle after it (DESIGN §5, sled issue #1452).
-    data_file: Arc<File>,
-}
-
-impl SledBackend {
-    /// Opens (or creates) the node's storage under `dir`.
-    pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        // sled releases its file lock from a background thread after the last handle drops, so
-        // an in-process reopen (embedded restarts, tests) can briefly see the lock held.
-        let mut attempts = 0;
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(dir.join("sled"))
-                .mode(sled::Mode::HighThroughput)
-                // The log is read back rarely (its tail is cached decoded in memory, the state
-                // machine lives in memory): sled's default 1 GiB page cache only held a second
-                // copy of the log.
-                .cache_capacity(SLED_CACHE_BYTES)
-                .open();
-            match opened {
-                Err(e) if lock_held(&e) && attempts < OPEN_LOCK_RETRIES => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other.map_err(sled_io)?,
-            }
-        };
-        let data_file = Arc::new(File::open(dir.join("sled").join("db"))?);
-        Ok(SledBackend {
-            db,
-            dir: dir.to_path_buf(),
-            data_file,
-        })
-    }
-
-    fn tree(&self, group: GroupId, kind: &str) -> io::Result<sled::Tree> {
-        self.db
-            .open_tree(format!("g{}.{kind}", group.0))
-            .map_err(sled_io)
-    }
-
-    fn snapshot_path(&self, group: GroupId) -> PathBuf {
-        self.dir.join(format!("snapshot-g{}.bin", group.0))
-    }
-}
-
-/// Whether opening failed only because another handle holds the Db's file lock. sled 0.34 turns
-/// the lock's `WouldBlock` into an `ErrorKind::Other` error saying "could not acquire lock", so the
-/// kind alone is not enough.
-fn lock_held(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(e) => {
-            e.kind() == io::ErrorKind::WouldBlock
-                || e.to_string().contains("could not acquire lock")
-        }
-        _ => false,
-    }
-}
-
-fn sled_io(e: sled::Error) -> io::Error {
-    match e {
-        sled::Error::Io(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
-}
-
-impl Backend for SledBackend {
-    fn load(&self, group: GroupId) -> io::Result<GroupImage> {
-        let mut image = GroupImage::default();
-        let meta = self.tree(group, "meta")?;
-        for key in [MetaKey::Vote, MetaKey::Committed, MetaKey::Purged] {
-            if let Some(v) = meta.get(key.name()).map_err(sled_io)? {
-                image.meta.insert(key, v.to_vec());
-            }
-        }
-        for kv in self.tree(group, "log")?.iter() {
-            let (k, v) = kv.map_err(sled_io)?;
-            image.entries.insert(log_key(&k)?, v.to_vec());
-        }
-        image.snapshot = self.read_snapshot(group)?;
-        Ok(image)
-    }
-
-    fn write(&self, group: GroupId, op: WriteOp) -> io::Result<()> {
-        match op {
-            WriteOp::Meta(key, value) => {
-                self.tree(group, "meta")?
-                    .insert(key.name(), value)
-                    .map_err(sled_io)?;
-            }
-            WriteOp::Append(entries) => {
-                let mut batch = sled::Batch::default();
-                for (index, bytes) in entries {
-                    batch.insert(&index.to_be_bytes(), bytes);
-                }
-                self.tree(group, "log")?
-                    .apply_batch(batch)
-                    .map_err(sled_io)?;
-            }
-            WriteOp::TruncateFrom(index) => {
-                let log = self.tree(group, "log")?;
-                let mut batch = sled::Batch::default();
-                for key in log.range(index.to_be_bytes()..).keys() {
-                    batch.remove(key.map_err(sled_io)?);
-                }
-                log.apply_batch(batch).map_err(sled_io)?;
-            }
-            WriteOp::PurgeUpTo(index) => {
-                let log = self.tree(group, "log")?;
-                let mut batch = sled::Batch::default();
-                for key in log.range(..=index.to_be_bytes()).keys() {
-                    batch.remove(key.map_err(sled_io)?);
-                }
-                log.apply_batch(batch).map_err(sled_io)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
-        let db = self.db.clone();
-        let file = self.data_file.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                db.flush().map_err(sled_io)?;
-                file.sync_data()
-            })
-            .await
-            .map_err(io::Error::other)?
-        })
-    }
-
-    fn write_snapshot(
-        &self,
-        group: GroupId,
-        write: SnapshotWrite,
-    ) -> BoxFuture<'_, io::Result<()>> {
-        let path = self.snapshot_path(group);
-        let dir = self.dir.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || write_file_durably(&dir, &path, write))
-                .await
-                .map_err(io::Error::other)?
-        })
-    }
-
-    fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.snapshot_path(group)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn read_entries(
-        &self,
-        group: GroupId,
-        start: u64,
-        end: u64,
-    ) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let mut out = Vec::new();
-        if start >= end {
-            return Ok(out);
-        }
-        for kv in self
-            .tree(group, "log")?
-            .range(start.to_be_bytes()..end.to_be_bytes())
-        {
-            let (k, v) = kv.map_err(sled_io)?;
-            out.push((log_key(&k)?, v.to_vec()));
-        }
-        Ok(out)
-    }
-}
-
-fn log_key(k: &[u8]) -> io::Result<u64> {
-    let key: [u8; 8] = k
-        .try_into()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes"))?;
-    Ok(u64::from_be_bytes(key))
-}
-
 /// Writes a file so that after a crash either the old or the new content is there, whole.
 pub fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let bytes = bytes.to_vec();
@@ -504,56 +312,5 @@ mod tests {
             image.meta.is_empty(),
             "the write after the crash point is gone"
         );
-    }
-
-    #[test]
-    fn reopening_waits_for_a_handle_that_is_still_closing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = SledBackend::open(dir.path()).expect("open");
-        first
-            .write(GroupId(0), WriteOp::Meta(MetaKey::Vote, b"v".to_vec()))
-            .expect("w");
-        // The old handle is dropped 200 ms after the reopen starts, as sled's flusher does.
-        let closer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            drop(first);
-        });
-        let second = SledBackend::open(dir.path()).expect("reopen waits for the lock");
-        closer.join().expect("closer");
-        let image = second.load(GroupId(0)).expect("load");
-        assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v".to_vec()));
-    }
-
-    #[test]
-    fn sled_backend_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let g = GroupId(3);
-        {
-            let disk = SledBackend::open(dir.path()).expect("open");
-            disk.write(
-                g,
-                WriteOp::Append(vec![
-                    (1, b"a".to_vec()),
-                    (2, b"b".to_vec()),
-                    (3, b"c".to_vec()),
-                ]),
-            )
-            .expect("w");
-            disk.write(g, WriteOp::TruncateFrom(3)).expect("w");
-            disk.write(g, WriteOp::PurgeUpTo(1)).expect("w");
-            disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v1".to_vec()))
-                .expect("w");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("rt");
-            rt.block_on(disk.sync()).expect("sync");
-            rt.block_on(disk.save_snapshot(g, b"snap".to_vec()))
-                .expect("snap");
-        }
-        let disk = SledBackend::open(dir.path()).expect("reopen");
-        let image = disk.load(g).expect("load");
-        assert_eq!(image.entries, BTreeMap::from([(2, b"b".to_vec())]));
-        assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v1".to_vec()));
-        assert_eq!(image.snapshot.as_deref(), Some(&b"snap"[..]));
     }
 }

@@ -1,0 +1,491 @@
+//! The production backend: one `sled::Db` per node (trees per group) behind the node's
+//! write-ahead [`journal`](super::journal).
+//!
+//! A write is queued (and encoded as a journal record) at once; a [`Backend::sync`] appends every
+//! queued record to the journal with one `write` and one `fdatasync`, and only then applies the
+//! writes to sled. Reads see sled with the queued writes laid over it, so they see every write
+//! as soon as it was made, as the [`Backend`] contract says. sled is flushed at checkpoints:
+//! when a journal segment fills, a new one starts and a background thread flushes sled and then
+//! deletes the old segment.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::journal::{self, Segment};
+use super::WriteOp;
+use super::{apply_op, write_file_durably, Backend, BoxFuture, GroupImage, MetaKey, SnapshotWrite};
+use crate::id::GroupId;
+
+/// sled's page cache per node.
+const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
+const OPEN_LOCK_RETRIES: u32 = 100;
+
+/// sled-backed storage: one `sled::Db` and one journal for all groups, so one sync commits every
+/// group's appends.
+#[derive(Clone)]
+pub struct SledBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    /// The directory holding the Db, the journal and the snapshot files.
+    dir: PathBuf,
+    /// sled's data file, kept open: `flush()` only does `sync_file_range`, so the real barrier is
+    /// an `fdatasync` through this handle after it (DESIGN §5, sled issue #1452).
+    data_file: Arc<File>,
+    journal_dir: PathBuf,
+    /// Writes made but not yet applied to sled (they are journalled at the next sync).
+    queue: Mutex<Queue>,
+    /// The journal segment being appended; held for a whole sync, so syncs run one at a time
+    /// and in order.
+    segment: Mutex<Segment>,
+    /// Whether a checkpoint thread is running.
+    checkpointing: Arc<AtomicBool>,
+    /// Set when a journal write failed: nothing after it may be called durable.
+    failed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: Vec<(GroupId, WriteOp)>,
+    /// `ops` encoded as journal records.
+    records: Vec<u8>,
+}
+
+impl SledBackend {
+    /// Opens (or creates) the node's storage under `dir`, replaying its journal into sled.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = open_db(&dir.join("sled"))?;
+        let data_file = Arc::new(File::open(dir.join("sled").join("db"))?);
+        let journal_dir = dir.join("journal");
+        std::fs::create_dir_all(&journal_dir)?;
+        let replayed = journal::replay(&journal_dir, |group, op| apply(&db, group, op))?;
+        if replayed.records > 0 || replayed.last_segment > 0 {
+            checkpoint(&db, &data_file)?;
+            journal::remove_up_to(&journal_dir, replayed.last_segment)?;
+            tracing::debug!(
+                records = replayed.records,
+                torn_tail = replayed.torn_tail,
+                "replayed the journal into sled"
+            );
+        }
+        let segment = Segment::create(&journal_dir, replayed.last_segment + 1)?;
+        Ok(SledBackend {
+            inner: Arc::new(Inner {
+                db,
+                dir: dir.to_path_buf(),
+                data_file,
+                journal_dir,
+                queue: Mutex::default(),
+                segment: Mutex::new(segment),
+                checkpointing: Arc::default(),
+                failed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn snapshot_path(&self, group: GroupId) -> PathBuf {
+        self.inner.dir.join(format!("snapshot-g{}.bin", group.0))
+    }
+}
+
+fn open_db(path: &Path) -> io::Result<sled::Db> {
+    // sled releases its file lock from a background thread after the last handle drops, so
+    // an in-process reopen (embedded restarts, tests) can briefly see the lock held.
+    let mut attempts = 0;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            // The log is read back rarely (its tail is cached decoded in memory, the state
+            // machine lives in memory): sled's default 1 GiB page cache only held a second
+            // copy of the log.
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open();
+        match opened {
+            Err(e) if lock_held(&e) && attempts < OPEN_LOCK_RETRIES => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(sled_io),
+        }
+    }
+}
+
+/// Makes everything applied to sled so far durable.
+fn checkpoint(db: &sled::Db, data_file: &File) -> io::Result<()> {
+    db.flush().map_err(sled_io)?;
+    data_file.sync_data()
+}
+
+impl Inner {
+    /// The blocking half of [`Backend::sync`].
+    fn sync(&self) -> io::Result<()> {
+        let mut segment = self.segment.lock().expect("journal segment lock");
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other("an earlier journal write failed"));
+        }
+        let (records, count) = {
+            let mut q = self.queue.lock().expect("journal queue lock");
+            (std::mem::take(&mut q.records), q.ops.len())
+        };
+        if count == 0 {
+            return Ok(());
+        }
+        if let Err(e) = segment.append(&records) {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        {
+            // Under the queue lock, so a reader sees each write in the queue or in sled.
+            let mut q = self.queue.lock().expect("journal queue lock");
+            for (group, op) in q.ops.drain(..count) {
+                if let Err(e) = apply(&self.db, group, op) {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+        if segment.is_full() && !self.checkpointing.swap(true, Ordering::AcqRel) {
+            self.rotate(&mut segment)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment and, in the background, flushes sled and removes the old ones.
+    fn rotate(&self, segment: &mut Segment) -> io::Result<()> {
+        let closed = segment.number();
+        *segment = Segment::create(&self.journal_dir, closed + 1)?;
+        let db = self.db.clone();
+        let data_file = self.data_file.clone();
+        let dir = self.journal_dir.clone();
+        let running = self.checkpointing.clone();
+        std::thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || {
+                let done =
+                    checkpoint(&db, &data_file).and_then(|()| journal::remove_up_to(&dir, closed));
+                if let Err(e) = done {
+                    // The old segments stay and are replayed at the next start.
+                    tracing::error!(error = %e, "journal checkpoint failed");
+                }
+                running.store(false, Ordering::Release);
+            })?;
+        Ok(())
+    }
+
+    /// `image` with the queued writes of `group` laid over it.
+    fn overlay(&self, group: GroupId, image: &mut GroupImage, q: &Queue) {
+        for (g, op) in &q.ops {
+            if *g == group {
+                apply_op(image, op.clone());
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Whatever was written and not yet synced reaches the journal and sled, as sled's own
+        // flush-on-drop would have done.
+        if let Err(e) = self
+            .sync()
+            .and_then(|()| checkpoint(&self.db, &self.data_file))
+        {
+            tracing::warn!(error = %e, "closing storage: the last writes may not be durable");
+        }
+    }
+}
+
+fn tree(db: &sled::Db, group: GroupId, kind: &str) -> io::Result<sled::Tree> {
+    db.open_tree(format!("g{}.{kind}", group.0))
+        .map_err(sled_io)
+}
+
+/// Applies one write to sled's trees, key by key: not atomically (sled's `apply_batch` seals
+/// its IO buffer and writes it out at every call, which is the cost the journal removes). The
+/// journal makes that safe: a write interrupted here is replayed whole at the next start.
+fn apply(db: &sled::Db, group: GroupId, op: WriteOp) -> io::Result<()> {
+    match op {
+        WriteOp::Meta(key, value) => {
+            tree(db, group, "meta")?
+                .insert(key.name(), value)
+                .map_err(sled_io)?;
+        }
+        WriteOp::Append(entries) => {
+            let log = tree(db, group, "log")?;
+            for (index, bytes) in entries {
+                log.insert(index.to_be_bytes(), bytes).map_err(sled_io)?;
+            }
+        }
+        WriteOp::TruncateFrom(index) => {
+            let log = tree(db, group, "log")?;
+            for key in log.range(index.to_be_bytes()..).keys() {
+                log.remove(key.map_err(sled_io)?).map_err(sled_io)?;
+            }
+        }
+        WriteOp::PurgeUpTo(index) => {
+            let log = tree(db, group, "log")?;
+            for key in log.range(..=index.to_be_bytes()).keys() {
+                log.remove(key.map_err(sled_io)?).map_err(sled_io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether opening failed only because another handle holds the Db's file lock. sled 0.34 turns
+/// the lock's `WouldBlock` into an `ErrorKind::Other` error saying "could not acquire lock", so the
+/// kind alone is not enough.
+fn lock_held(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(e) => {
+            e.kind() == io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+fn sled_io(e: sled::Error) -> io::Error {
+    match e {
+        sled::Error::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Backend for SledBackend {
+    fn load(&self, group: GroupId) -> io::Result<GroupImage> {
+        let mut image = GroupImage::default();
+        let q = self.inner.queue.lock().expect("journal queue lock");
+        let meta = tree(&self.inner.db, group, "meta")?;
+        for key in [MetaKey::Vote, MetaKey::Committed, MetaKey::Purged] {
+            if let Some(v) = meta.get(key.name()).map_err(sled_io)? {
+                image.meta.insert(key, v.to_vec());
+            }
+        }
+        for kv in tree(&self.inner.db, group, "log")?.iter() {
+            let (k, v) = kv.map_err(sled_io)?;
+            image.entries.insert(log_key(&k)?, v.to_vec());
+        }
+        self.inner.overlay(group, &mut image, &q);
+        drop(q);
+        image.snapshot = self.read_snapshot(group)?;
+        Ok(image)
+    }
+
+    fn write(&self, group: GroupId, op: WriteOp) -> io::Result<()> {
+        let mut q = self.inner.queue.lock().expect("journal queue lock");
+        journal::encode(&mut q.records, group, &op);
+        q.ops.push((group, op));
+        Ok(())
+    }
+
+    fn sync(&self) -> BoxFuture<'_, io::Result<()>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.sync())
+                .await
+                .map_err(io::Error::other)?
+        })
+    }
+
+    fn write_snapshot(
+        &self,
+        group: GroupId,
+        write: SnapshotWrite,
+    ) -> BoxFuture<'_, io::Result<()>> {
+        let path = self.snapshot_path(group);
+        let dir = self.inner.dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || write_file_durably(&dir, &path, write))
+                .await
+                .map_err(io::Error::other)?
+        })
+    }
+
+    fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.snapshot_path(group)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_entries(
+        &self,
+        group: GroupId,
+        start: u64,
+        end: u64,
+    ) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let q = self.inner.queue.lock().expect("journal queue lock");
+        let mut view = GroupImage::default();
+        for kv in tree(&self.inner.db, group, "log")?.range(start.to_be_bytes()..end.to_be_bytes())
+        {
+            let (k, v) = kv.map_err(sled_io)?;
+            view.entries.insert(log_key(&k)?, v.to_vec());
+        }
+        self.inner.overlay(group, &mut view, &q);
+        Ok(view
+            .entries
+            .range(start..end)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+}
+
+fn log_key(k: &[u8]) -> io::Result<u64> {
+    let key: [u8; 8] = k
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt")
+            .block_on(f)
+    }
+
+    #[test]
+    fn reopening_waits_for_a_handle_that_is_still_closing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = SledBackend::open(dir.path()).expect("open");
+        first
+            .write(GroupId(0), WriteOp::Meta(MetaKey::Vote, b"v".to_vec()))
+            .expect("w");
+        // The old handle is dropped 200 ms after the reopen starts, as sled's flusher does.
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = SledBackend::open(dir.path()).expect("reopen waits for the lock");
+        closer.join().expect("closer");
+        let image = second.load(GroupId(0)).expect("load");
+        assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v".to_vec()));
+    }
+
+    #[test]
+    fn sled_backend_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = GroupId(3);
+        {
+            let disk = SledBackend::open(dir.path()).expect("open");
+            disk.write(
+                g,
+                WriteOp::Append(vec![
+                    (1, b"a".to_vec()),
+                    (2, b"b".to_vec()),
+                    (3, b"c".to_vec()),
+                ]),
+            )
+            .expect("w");
+            disk.write(g, WriteOp::TruncateFrom(3)).expect("w");
+            disk.write(g, WriteOp::PurgeUpTo(1)).expect("w");
+            disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v1".to_vec()))
+                .expect("w");
+            block_on(disk.sync()).expect("sync");
+            block_on(disk.save_snapshot(g, b"snap".to_vec())).expect("snap");
+        }
+        let disk = SledBackend::open(dir.path()).expect("reopen");
+        let image = disk.load(g).expect("load");
+        assert_eq!(image.entries, BTreeMap::from([(2, b"b".to_vec())]));
+        assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v1".to_vec()));
+        assert_eq!(image.snapshot.as_deref(), Some(&b"snap"[..]));
+    }
+
+    #[test]
+    fn reads_see_writes_before_their_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = GroupId(1);
+        let disk = SledBackend::open(dir.path()).expect("open");
+        disk.write(
+            g,
+            WriteOp::Append(vec![(1, b"a".to_vec()), (2, b"b".to_vec())]),
+        )
+        .expect("w");
+        block_on(disk.sync()).expect("sync");
+        disk.write(g, WriteOp::TruncateFrom(2)).expect("w");
+        disk.write(
+            g,
+            WriteOp::Append(vec![(2, b"B".to_vec()), (3, b"C".to_vec())]),
+        )
+        .expect("w");
+        disk.write(GroupId(2), WriteOp::Append(vec![(2, b"other".to_vec())]))
+            .expect("w");
+        let want = vec![(2, b"B".to_vec()), (3, b"C".to_vec())];
+        assert_eq!(disk.read_entries(g, 2, 10).expect("read"), want);
+        assert_eq!(disk.load(g).expect("load").entries.len(), 3);
+        block_on(disk.sync()).expect("sync");
+        assert_eq!(disk.read_entries(g, 2, 10).expect("read"), want);
+    }
+
+    /// A copy of the directory taken right after a sync, while sled has not flushed, is what a
+    /// power cut leaves: every synced write must come back from the journal.
+    #[test]
+    fn a_copy_taken_after_a_sync_holds_every_synced_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let copy = tempfile::tempdir().expect("tempdir");
+        let g = GroupId(0);
+        let disk = SledBackend::open(dir.path()).expect("open");
+        let mut want = BTreeMap::new();
+        for i in 1..=200u64 {
+            let value = i.to_le_bytes().repeat(16);
+            disk.write(g, WriteOp::Append(vec![(i, value.clone())]))
+                .expect("w");
+            want.insert(i, value);
+            if i % 50 == 0 {
+                disk.write(g, WriteOp::TruncateFrom(i - 5)).expect("w");
+                want.split_off(&(i - 5));
+            }
+            block_on(disk.sync()).expect("sync");
+        }
+        disk.write(g, WriteOp::Meta(MetaKey::Vote, b"v9".to_vec()))
+            .expect("w");
+        block_on(disk.sync()).expect("sync");
+        copy_tree(dir.path(), copy.path());
+        let journal_records = std::fs::metadata(
+            copy.path()
+                .join("journal")
+                .join(format!("journal-{:020}.log", 1)),
+        )
+        .expect("segment")
+        .len();
+        assert!(journal_records > 200 * 128, "the writes are in the journal");
+        let reopened = SledBackend::open(copy.path()).expect("reopen the copy");
+        let image = reopened.load(g).expect("load");
+        assert_eq!(image.entries, want);
+        assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v9".to_vec()));
+        drop(disk);
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).expect("read dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                std::fs::create_dir_all(&target).expect("mkdir");
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+}
