@@ -106,7 +106,15 @@ pub async fn restore_node(
     identity::store(&staging, &Identity::new(config, cluster_id))?;
     // Reopening waits until every handle of the restore closed the Db (its lock is free), so
     // nothing writes under the staging path after the rename.
-    drop(SledBackend::open(&staging).map_err(io("reopening the restored storage"))?);
+    // On a blocking thread: the restore's tasks (its flusher holds a handle) must be free to
+    // finish on this runtime, which may be a single thread, while the open waits for the lock.
+    let reopen = staging.clone();
+    let reopened = tokio::task::spawn_blocking(move || SledBackend::open(&reopen))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(io("reopening the restored storage"))?;
+    drop(reopened);
     install(&staging, &target, &parent)?;
     Ok(restored)
 }

@@ -32,7 +32,12 @@ struct Cli {
     /// thread: on a machine with few cores this halves the CPU per request (no wakeups between
     /// worker threads). Give a number (e.g. the core count) for a node leading many busy groups
     /// on a big machine. Disk syncs always run on their own threads.
-    #[arg(long, global = true, env = "STEADFAST_WORKER_THREADS", default_value_t = 0)]
+    #[arg(
+        long,
+        global = true,
+        env = "STEADFAST_WORKER_THREADS",
+        default_value_t = 0
+    )]
     worker_threads: usize,
     #[command(subcommand)]
     command: Cmd,

@@ -118,7 +118,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 "--redis-listen",
                 &format!("127.0.0.1:{}", args.redis_base_port + i as u16),
                 "--worker-threads",
-                &crate::WORKER_THREADS.get().copied().unwrap_or(0).to_string(),
+                &crate::WORKER_THREADS
+                    .get()
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
             ])
             .kill_on_drop(true);
         for var in [
