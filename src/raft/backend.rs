@@ -69,6 +69,16 @@ pub struct GroupImage {
     pub snapshot: Option<Vec<u8>>,
 }
 
+impl GroupImage {
+    /// Copies of the entries with `start <= index < end`.
+    fn entries_in(&self, start: u64, end: u64) -> Vec<(u64, Vec<u8>)> {
+        self.entries
+            .range(start..end.max(start))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+}
+
 /// Durable storage for every group of one node.
 pub trait Backend: Send + Sync + 'static {
     /// Reads a group's durable image.
@@ -260,11 +270,7 @@ impl Backend for MemBackend {
                 apply_op(&mut view, op.clone());
             }
         }
-        Ok(view
-            .entries
-            .range(start..end.max(start))
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        Ok(view.entries_in(start, end))
     }
 }
 

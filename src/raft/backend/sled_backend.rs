@@ -336,11 +336,7 @@ impl Backend for SledBackend {
             view.entries.insert(log_key(&k)?, v.to_vec());
         }
         self.inner.overlay(group, &mut view, &q);
-        Ok(view
-            .entries
-            .range(start..end)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        Ok(view.entries_in(start, end))
     }
 }
 
