@@ -27,7 +27,7 @@ use crate::future::BoxFuture;
 use crate::id::{GroupId, NodeId};
 use crate::identity::ClusterId;
 use crate::limits;
-use crate::proposer::Proposer;
+use crate::proposer::{ProposeError, Proposer};
 use crate::raft::network::NetworkFactory;
 use crate::raft::store::{Flusher, LogStore, MachineState, SharedBackend, StateMachineStore};
 use crate::raft::typ::Raft;
@@ -159,7 +159,7 @@ impl Node {
                 }
             }
             let handle = GroupHandle {
-                proposer: Proposer::spawn(raft.clone(), config.raft.pipeline_depth),
+                proposer: Proposer::spawn(raft.clone(), group, config.raft.pipeline_depth),
                 raft,
                 barrier_term: Arc::default(),
                 machine,
@@ -534,7 +534,7 @@ async fn write(handle: &GroupHandle, request: Request, addresses: &Addresses) ->
     }
     match handle.proposer.write(request).await {
         Ok(r) => ResponseBody::Written(r),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        Err(ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             ResponseBody::Error(not_leader(f, addresses))
         }
         Err(e) => ResponseBody::Error(WireError::Unavailable(e.to_string())),

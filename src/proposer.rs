@@ -18,9 +18,20 @@ use crate::command::{Batch, Request, Response, BATCH_REQUESTS_MAX};
 use crate::id::NodeId;
 use crate::limits;
 use crate::raft::typ::Raft;
+use crate::GroupId;
 
 /// Why a write was not applied (or may not have been: the caller's deadline decides).
-pub type ProposeError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Raft refused or failed the write (`ForwardToLeader`: not proposed here).
+    #[error(transparent)]
+    Raft(#[from] RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
+    /// This node's vote moved on while the write was in flight: it may or may not commit.
+    #[error("leadership changed while the write was in flight; its outcome is unknown")]
+    LeadershipChanged,
+}
+
+type ServerMetrics = openraft::metrics::RaftServerMetrics<NodeId, BasicNode>;
 
 type Reply = oneshot::Sender<Result<Response, ProposeError>>;
 
@@ -39,9 +50,9 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the group's proposer task on the current runtime; it ends when every handle is
     /// dropped (after finishing the entries in flight).
-    pub fn spawn(raft: Raft, depth: usize) -> Self {
+    pub fn spawn(raft: Raft, group: GroupId, depth: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, depth.max(1)));
+        tokio::spawn(run(raft, group, rx, depth.max(1)));
         Proposer { tx }
     }
 
@@ -61,10 +72,10 @@ impl Proposer {
 }
 
 fn stopped() -> ProposeError {
-    RaftError::Fatal(openraft::error::Fatal::Stopped)
+    ProposeError::Raft(RaftError::Fatal(openraft::error::Fatal::Stopped))
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, depth: usize) {
+async fn run(raft: Raft, group: GroupId, mut rx: mpsc::UnboundedReceiver<Pending>, depth: usize) {
     let mut in_flight = JoinSet::new();
     loop {
         tokio::select! {
@@ -73,7 +84,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, depth: usize)
             first = rx.recv(), if in_flight.len() < depth => {
                 let Some(first) = first else { break };
                 let batch = gather(first, &mut rx);
-                in_flight.spawn(propose(raft.clone(), batch));
+                in_flight.spawn(propose(raft.clone(), group, batch));
             }
         }
     }
@@ -96,7 +107,7 @@ fn gather(first: Pending, rx: &mut mpsc::UnboundedReceiver<Pending>) -> Vec<Pend
     batch
 }
 
-async fn propose(raft: Raft, pending: Vec<Pending>) {
+async fn propose(raft: Raft, group: GroupId, pending: Vec<Pending>) {
     let mut replies = Vec::with_capacity(pending.len());
     let mut requests = Vec::with_capacity(pending.len());
     for p in pending {
@@ -104,13 +115,23 @@ async fn propose(raft: Raft, pending: Vec<Pending>) {
         requests.push(p.request);
     }
     metrics::histogram!(METRIC_BATCH_REQUESTS).record(requests.len() as f64);
-    match raft.client_write(Batch { requests }).await {
+    let mut server = raft.server_metrics();
+    let vote = server.borrow_and_update().vote;
+    let result = tokio::select! {
+        biased;
+        r = raft.client_write(Batch { requests }) => r.map_err(ProposeError::Raft),
+        () = leadership_changed(&mut server, vote) => {
+            tracing::debug!(group = group.0, "leadership changed with a write in flight");
+            Err(ProposeError::LeadershipChanged)
+        }
+    };
+    match result {
         Ok(written) => {
             let mut responses = written.data.responses.into_iter();
             for reply in replies {
-                let r = responses
-                    .next()
-                    .ok_or(RaftError::Fatal(openraft::error::Fatal::Panicked));
+                let r = responses.next().ok_or(ProposeError::Raft(RaftError::Fatal(
+                    openraft::error::Fatal::Panicked,
+                )));
                 let _ = reply.send(r);
             }
         }
@@ -118,6 +139,25 @@ async fn propose(raft: Raft, pending: Vec<Pending>) {
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// Resolves once this node's vote moves on from `vote` (a new term, or another candidate):
+/// the leader that took the write is gone, and openraft may never answer for it. (openraft
+/// 0.9 keeps a write's responder until the entry is applied or truncated here; a snapshot
+/// installed over the entry does neither, and the responder would wait forever.)
+async fn leadership_changed(
+    server: &mut tokio::sync::watch::Receiver<ServerMetrics>,
+    vote: openraft::Vote<NodeId>,
+) {
+    loop {
+        if server.changed().await.is_err() {
+            // Raft stopped: client_write answers for itself.
+            std::future::pending::<()>().await;
+        }
+        if server.borrow_and_update().vote != vote {
+            return;
         }
     }
 }

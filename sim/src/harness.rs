@@ -395,11 +395,15 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
                 *world.verdict.borrow_mut() = Some(format!("liveness: group {g} did not commit a write within {LIVENESS_BOUND:?} after healing"));
                 return Ok(());
             }
-            if client
+            let outcome = client
                 .create_with_id(probe, Attributes::new(), CreateOptions::default())
-                .await
-                .is_ok()
-            {
+                .await;
+            if let Err(e) = &outcome {
+                world
+                    .trace
+                    .event(now_ms(), format!("liveness probe in g{g} failed: {e}"));
+            }
+            if outcome.is_ok() {
                 world
                     .trace
                     .event(now_ms(), format!("liveness probe committed in g{g}"));
