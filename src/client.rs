@@ -195,6 +195,11 @@ impl Client {
         self.inner.pool.cluster_id()
     }
 
+    /// The namespace whose defaults and limits apply to this client's writes.
+    pub fn namespace(&self) -> &str {
+        &self.inner.config.namespace
+    }
+
     /// This client's id.
     pub fn client_id(&self) -> ClientId {
         self.inner.client_id
