@@ -19,10 +19,8 @@ use crate::limits;
 use crate::state::{Event, SessionView};
 use crate::tls::Tls;
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
-use crate::wire::{
-    ClientRequest, GroupStatus, MembershipReply, ReadReply, RequestBody, ResponseBody, Topology,
-    WireError,
-};
+use crate::wire::{ClientRequest, RequestBody, ResponseBody, WireError};
+pub use crate::wire::{GroupStatus, MembershipReply, ReadReply, Topology};
 
 /// Client settings.
 #[derive(Clone, Debug)]
