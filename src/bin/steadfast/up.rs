@@ -19,6 +19,9 @@ use crate::output::{group_line, out};
 
 mod supervise;
 
+/// The namespace of the session `up` creates to show the cluster working.
+const DEMO_NAMESPACE: &str = "up-demo";
+
 #[derive(Args, Debug)]
 pub struct UpArgs {
     /// Where the three nodes keep their data.
@@ -300,7 +303,11 @@ async fn greet(plan: &Plan, args: &UpArgs) -> anyhow::Result<()> {
             CreateOptions::default(),
         )
         .await?;
-    out!("demo session created: {id} (version {})", w.version);
+    out!(
+        "demo session created: {id} (version {}; namespace {DEMO_NAMESPACE:?}, left in place: \
+         it idles out like any session, or `ctl session delete {id}`)",
+        w.version
+    );
     print_try(plan, args, &id.to_string(), w.version)
 }
 
@@ -338,6 +345,8 @@ fn print_try(plan: &Plan, args: &UpArgs, id: &str, version: u64) -> anyhow::Resu
 async fn wait_ready(addrs: &[String], tls: Option<Tls>) -> anyhow::Result<Client> {
     let mut config = ClientConfig::new(addrs.to_vec());
     config.tls = tls;
+    // The demo session lives in a namespace of its own (the limits of the apps' do not apply).
+    config.namespace = DEMO_NAMESPACE.into();
     let client = Client::connect(config)
         .await
         .context("connecting to the local cluster")?;
