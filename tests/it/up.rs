@@ -60,9 +60,9 @@ fn start_up(dir: &Path) -> Child {
             let _ = tx.send(line);
         }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) if line.contains("cluster is up") => break,
             Ok(_) => {}
