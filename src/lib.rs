@@ -21,7 +21,7 @@
 //! - [`identity`]: which cluster and node a data directory belongs to; [`handshake`]: the
 //!   cluster check when a connection opens.
 //! - [`resp`]: the Redis protocol listener (Redis keys are sessions; see [`command::redis`]).
-//! - [`bench`]: the load generator behind `steadfast bench`.
+//! - [`mod@bench`]: the load generator behind `steadfast bench`.
 //!
 //! Internal, public only for the binary, the simulation and the fuzzers, and left out of these
 //! docs: `raft` (openraft glue: type config, storage backends, network factory), `wire` (the
