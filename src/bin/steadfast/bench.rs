@@ -82,11 +82,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .context("preloading sessions")?;
     if std::io::stderr().is_terminal() {
         // End the progress line.
-        eout!();
+        eprintln!();
     }
     if args.preload.is_some() {
         let secs = started.elapsed().as_secs_f64();
-        eout!(
+        eprintln!(
             "preload: {count} sessions of {bytes} B in {secs:.1} s ({:.0}/s)",
             count as f64 / secs
         );
@@ -112,13 +112,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_cpu(&before, &after, &report)?;
     }
     if args.keep {
-        eout!(
+        eprintln!(
             "kept {} bench sessions (namespace \"bench\"); they idle out like any session",
             ids.len()
         );
     } else {
         let deleted = bench::cleanup(&client, &ids, args.preload_concurrency).await;
-        eout!("cleanup: deleted {deleted} of {} bench sessions", ids.len());
+        eprintln!("cleanup: deleted {deleted} of {} bench sessions", ids.len());
     }
     Ok(())
 }
