@@ -19,10 +19,8 @@ use crate::limits;
 use crate::state::{Event, SessionView};
 use crate::tls::Tls;
 use crate::transport::{Connector, Pool, TcpConnector, TransportError};
-use crate::wire::{
-    ClientRequest, GroupStatus, MembershipReply, ReadReply, RequestBody, ResponseBody, Topology,
-    WireError,
-};
+use crate::wire::{ClientRequest, RequestBody, ResponseBody, WireError};
+pub use crate::wire::{GroupStatus, MembershipReply, ReadReply, Topology};
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -193,6 +191,11 @@ impl Client {
     /// The cluster this client talks to.
     pub fn cluster_id(&self) -> Option<ClusterId> {
         self.inner.pool.cluster_id()
+    }
+
+    /// The namespace whose defaults and limits apply to this client's writes.
+    pub fn namespace(&self) -> &str {
+        &self.inner.config.namespace
     }
 
     /// This client's id.

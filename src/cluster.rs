@@ -1,5 +1,6 @@
 //! Whole-cluster operations built on [`Client`]: waiting until every group has a leader,
-//! reading each group's voters, and moving every replica of one node to another.
+//! reading each group's voters, and moving every replica of one node to another; and, before
+//! starting a local cluster, finding a port that is already taken.
 //!
 //! They only read status and change membership through the client, so they are safe to rerun:
 //! a step that already happened is found done and skipped.
@@ -13,6 +14,17 @@ use crate::wire::MembershipReply;
 
 /// How often the loops below ask the cluster again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The first of `addrs` that cannot be bound on this machine now (in use by another process,
+/// or not an address of this machine), with why; `None` when all are free. The test binds and
+/// releases each in turn, so it is only a hint: another process may take a port right after.
+pub fn first_unbindable(addrs: &[String]) -> Option<(String, std::io::Error)> {
+    addrs.iter().find_map(|addr| {
+        std::net::TcpListener::bind(addr.as_str())
+            .err()
+            .map(|e| (addr.clone(), e))
+    })
+}
 
 /// Waits up to `patience` until every group has a leader; `Error::Unavailable` naming the
 /// groups still without one otherwise.
@@ -115,4 +127,23 @@ pub async fn replace_node(
         changed += 1;
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_named_and_free_ones_pass() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = held.local_addr().expect("addr").to_string();
+        let free = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        assert!(first_unbindable(std::slice::from_ref(&free)).is_none());
+        let (addr, e) = first_unbindable(&[free, taken.clone()]).expect("the held port");
+        assert_eq!(addr, taken);
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }

@@ -1,21 +1,32 @@
 //! steadfast: a web-session store that never loses a session and never serves a stale one.
 //!
 //! # Layout
-//! - [`id`], [`limits`], [`clock`]: identifiers, named limits, injected time.
+//! - [`client`]: routing, leader cache, retries (the [`Client`] apps use); [`error`]: the one
+//!   error type, each variant saying what the caller should do; [`id`], [`limits`], [`clock`]:
+//!   identifiers, named limits, injected time.
+//! - [`adapters`]: the axum layer and the tower-sessions and actix-session stores, and a switch
+//!   between a cluster and a node embedded in the app.
 //! - [`command`], [`session`] and [`state`]: the replicated commands, the stored session, and the
 //!   pure, deterministic state machine.
 //! - [`codec`]: checked on-disk records.
-//! - [`raft`]: openraft glue: type config, seeded runtime, storage backends (sled, in-memory
-//!   with crash semantics) and the network factory.
-//! - [`wire`] and [`transport`]: framed, multiplexed connections, generic over the byte stream.
 //! - [`node`]: a node hosting many Raft groups ([`failstop`]: it stops when its storage
-//!   fails); [`client`]: routing, leader cache, retries.
-//! - [`config`]: node and cluster configuration.
+//!   fails; [`proposer`]: group commit for writes); [`runtime`]: the tokio runtime it runs on;
+//!   [`transport`]: framed, multiplexed connections, generic over the byte stream; [`future`]:
+//!   the boxed future the trait objects return.
+//! - [`config`]: node and cluster configuration; [`tls`]: mutual TLS on the data port.
+//! - [`cluster`]: whole-cluster operations on a client (waiting for leaders, moving a node's
+//!   replicas).
 //! - [`backup`]: point-in-time backups; [`restore`]: installing one into a new data directory;
 //!   [`recover`]: a one-node cluster from a survivor when a majority is lost for good.
 //! - [`identity`]: which cluster and node a data directory belongs to; [`handshake`]: the
 //!   cluster check when a connection opens.
 //! - [`resp`]: the Redis protocol listener (Redis keys are sessions; see [`command::redis`]).
+//! - [`mod@bench`]: the load generator behind `steadfast bench`.
+//!
+//! Internal, public only for the binary, the simulation and the fuzzers, and left out of these
+//! docs: `raft` (openraft glue: type config, storage backends, network factory), `wire` (the
+//! peer and client protocol; the types the client API returns are re-exported from [`client`])
+//! and `fuzzing` (fuzz-target bodies).
 
 #![allow(
     clippy::result_large_err,
@@ -34,6 +45,7 @@ pub mod config;
 pub mod error;
 pub mod failstop;
 pub mod future;
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
 pub mod id;
@@ -41,6 +53,7 @@ pub mod identity;
 pub mod limits;
 pub mod node;
 pub mod proposer;
+#[doc(hidden)]
 pub mod raft;
 pub mod recover;
 pub mod resp;
@@ -50,6 +63,7 @@ pub mod session;
 pub mod state;
 pub mod tls;
 pub mod transport;
+#[doc(hidden)]
 pub mod wire;
 
 pub use client::Client;

@@ -4,7 +4,7 @@
 //! - Writes are stamped with this node's clock and proposed through openraft; followers answer
 //!   `NotLeader` with a hint.
 //! - Reads are linearizable: all reads waiting on a group share one ReadIndex round
-//!   ([`ReadBatcher`]), then read the local state machine once it has applied that index.
+//!   (`ReadBatcher`), then read the local state machine once it has applied that index.
 //! - A leader proposes an `Expire` entry when the replicated clock lags its own by a tick or a
 //!   session is due, so expiry needs no writes from clients.
 

@@ -4,7 +4,7 @@
 //! Each group has one [`Proposer`] task. A write arriving when fewer than `depth` entries are in
 //! flight is proposed at once, alone (an idle group adds no latency); writes arriving while
 //! `depth` entries are in flight wait, and the next free slot takes all of them (up to
-//! [`BATCH_REQUESTS_MAX`](crate::command::BATCH_REQUESTS_MAX) requests or
+//! [`BATCH_REQUESTS_MAX`] requests or
 //! [`limits::BATCH_BYTES_MAX`] bytes) as one [`Batch`]. So the batch size follows the load: one
 //! append, one replication round and one durability barrier serve every write of a batch, and
 //! up to `depth` entries are pipelined.
@@ -22,6 +22,10 @@ use crate::GroupId;
 
 /// Why a write was not applied (or may not have been: the caller's deadline decides).
 #[derive(Clone, Debug, thiserror::Error)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "openraft's error types are large by design (as `result_large_err` at the crate root)"
+)]
 pub enum ProposeError {
     /// Raft refused or failed the write (`ForwardToLeader`: not proposed here).
     #[error(transparent)]

@@ -1,7 +1,7 @@
 //! The wire format: the only module that knows how messages look as bytes.
 //!
 //! A frame is a 4-byte big-endian length (added by `tokio_util`'s `LengthDelimitedCodec`, capped
-//! at [`limits::FRAME_BYTES_MAX`]) followed by a 14-byte header and a postcard body:
+//! at [`FRAME_BYTES_MAX`](crate::limits::FRAME_BYTES_MAX)) followed by a 14-byte header and a postcard body:
 //!
 //! ```text
 //! version u8 | kind u8 (1 request, 2 response) | request_id u64 BE | group u32 BE | body

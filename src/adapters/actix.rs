@@ -101,6 +101,7 @@ impl SessionStore for SteadfastActixStore {
             Snapshot {
                 version: view.version,
                 attributes: visible,
+                deadline_ms: None,
             },
         );
         Ok(Some(state))
@@ -120,6 +121,7 @@ impl SessionStore for SteadfastActixStore {
             Snapshot {
                 version: written.version,
                 attributes,
+                deadline_ms: None,
             },
         );
         key_of(id).map_err(SaveError::Other)

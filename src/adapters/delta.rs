@@ -50,6 +50,7 @@ impl StoreCore {
         idle_timeout: Option<Duration>,
     ) -> Result<Written, SaveFailure> {
         let loaded = self.loaded.take(id);
+        let deadline_ms = loaded.as_ref().and_then(|s| s.deadline_ms);
         let written = save_delta(
             &self.client,
             id,
@@ -64,6 +65,7 @@ impl StoreCore {
             Snapshot {
                 version: written.version,
                 attributes: desired,
+                deadline_ms,
             },
         );
         Ok(written)
@@ -126,6 +128,9 @@ pub(crate) const SNAPSHOTS_MAX: usize = 1024;
 pub(crate) struct Snapshot {
     pub version: u64,
     pub attributes: Attributes,
+    /// The session's absolute deadline as this request knows it (tower-sessions: a save that
+    /// keeps the record's date needs no deadline write); `None` when not tracked.
+    pub deadline_ms: Option<u64>,
 }
 
 type Key = (SessionId, tokio::task::Id);
@@ -175,6 +180,24 @@ impl LoadedTable {
                 break;
             };
             t.entries.remove(&key);
+        }
+    }
+
+    /// The deadline the current task knows for `id`, leaving its snapshot in place.
+    pub(crate) fn deadline(&self, id: SessionId) -> Option<u64> {
+        let task = tokio::task::try_id()?;
+        let t = self.inner.lock().expect("snapshot table lock");
+        t.entries.get(&(id, task)).and_then(|(_, s)| s.deadline_ms)
+    }
+
+    /// Records `deadline_ms` in the current task's snapshot of `id`, if it has one.
+    pub(crate) fn set_deadline(&self, id: SessionId, deadline_ms: u64) {
+        let Some(task) = tokio::task::try_id() else {
+            return;
+        };
+        let mut t = self.inner.lock().expect("snapshot table lock");
+        if let Some((_, s)) = t.entries.get_mut(&(id, task)) {
+            s.deadline_ms = Some(deadline_ms);
         }
     }
 
@@ -258,6 +281,7 @@ pub(crate) async fn save_delta(
             Some(view) => Snapshot {
                 version: view.version,
                 attributes: view.attributes,
+                deadline_ms: None,
             },
             None => return Err(SaveFailure::Gone),
         },
@@ -324,7 +348,7 @@ mod tests {
         let id = SessionId::from_bytes([1; 16]);
         let snap = |v| Snapshot {
             version: v,
-            attributes: Attributes::new(),
+            ..Snapshot::default()
         };
         assert!(
             table.take(id).is_none(),

@@ -15,14 +15,22 @@
 //! - tower's `Id(i128)` is steadfast's 16-byte [`SessionId`] (`i128::to_le_bytes`).
 //! - Each key of `Record.data` is one steadfast attribute holding the rmp-serde (MessagePack)
 //!   encoding of its `serde_json::Value` (postcard cannot decode a `Value`).
-//! - `Record.expiry_date` becomes the session's idle timeout on every save (`expiry_date - now`),
-//!   so `Expiry::OnInactivity` slides and `Expiry::AtDateTime` stays put; `load` reports the
-//!   server's expiry, judged on the replicated clock.
+//! - `Record.expiry_date` is the session's absolute deadline, as with tower-sessions' own
+//!   stores: reads do not extend it (the session has no idle timeout), so
+//!   `Expiry::AtDateTime` ends at its date however often the session is read, and
+//!   `Expiry::OnInactivity` moves when tower-sessions saves (a modifying request, or every
+//!   request with `SessionManagerLayer::with_always_save(true)`: the cookie's max-age moves only
+//!   then too). `create` sets it as the session's lifetime; a `save` that changes the date sets
+//!   it anew (the state machine's absolute-deadline write, `EXPIREAT` for Redis keys). `load`
+//!   reports the server's deadline, judged on the replicated clock.
 //! - `create` is create-if-absent and picks a fresh id on a collision (or a tombstoned id);
 //!   `save` updates an existing session only (like the Redis store's `SET XX`), writing the
 //!   attribute delta against what this request loaded (see the `delta` module), and fails with a
 //!   backend error if the session was deleted or expired meanwhile — it never re-creates it, so
 //!   a logout racing a slow request stays a logout (tower-sessions answers that request 500).
+//!   The trait has one error type for both, `Error::Backend`; [`save_failure`] tells a
+//!   deleted session ([`SaveFailureKind::Gone`]) from a concurrent change to the same attribute
+//!   ([`SaveFailureKind::Conflict`], under `ConflictPolicy::DetectSameAttribute`).
 //! - `delete` is idempotent; `delete_expired` is a no-op (see [`ExpiredDeletion`] below).
 
 #![expect(
@@ -41,12 +49,47 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::adapters::delta::{store_type, SaveFailure, Snapshot};
 use crate::adapters::{create_options, millis_at_least_one};
-use crate::command::Attributes;
+use crate::command::redis::{Expiry, RedisBatch, RedisOp, Reply};
+use crate::command::{Attributes, Command, Outcome};
 use crate::error::Error;
 use crate::id::SessionId;
+use crate::wire::{ClientRequest, RequestBody, ResponseBody};
 
 /// How many fresh ids `create` tries after collisions before giving up.
 const CREATE_ATTEMPTS: usize = 8;
+
+/// Sessions of this store never idle out: their only deadline is the record's `expiry_date`.
+const NO_IDLE_TIMEOUT: Duration = Duration::from_millis(u64::MAX);
+
+/// How a failed `save` text begins, per kind (see [`save_failure`]).
+const GONE_PREFIX: &str = "session gone: ";
+const CONFLICT_PREFIX: &str = "session conflict: ";
+
+/// Why a `save` failed, as far as the trait's one error type lets it say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveFailureKind {
+    /// The session was deleted or expired while the request ran; it was not re-created (a
+    /// logout won). Send the user to log in again.
+    Gone,
+    /// Another request changed an attribute this one changed too
+    /// (`ConflictPolicy::DetectSameAttribute`); retry the request.
+    Conflict,
+}
+
+/// What kind of failure a `SessionStore::save` error of this store is; `None` for others
+/// (encoding, or the cluster unreachable).
+pub fn save_failure(e: &session_store::Error) -> Option<SaveFailureKind> {
+    match e {
+        session_store::Error::Backend(text) if text.starts_with(GONE_PREFIX) => {
+            Some(SaveFailureKind::Gone)
+        }
+        session_store::Error::Backend(text) if text.starts_with(CONFLICT_PREFIX) => {
+            Some(SaveFailureKind::Conflict)
+        }
+        _ => None,
+    }
+}
 
 store_type!(
     /// A tower-sessions store on a steadfast cluster. Cheap to clone.
@@ -88,6 +131,11 @@ fn decode(attributes: &Attributes) -> session_store::Result<HashMap<String, serd
         .collect()
 }
 
+/// `expiry` in ms since the Unix epoch (0 before it).
+fn unix_ms(expiry: OffsetDateTime) -> u64 {
+    u64::try_from(expiry.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 fn datetime_ms(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -107,11 +155,11 @@ fn remaining(expiry: OffsetDateTime) -> Option<Duration> {
 impl SessionStore for SteadfastStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let attributes = encode(&record.data)?;
-        let Some(idle) = remaining(record.expiry_date) else {
+        let Some(lifetime) = remaining(record.expiry_date) else {
             // Born expired: nothing to store, and nothing a later load could return.
             return Ok(());
         };
-        let options = create_options(Some(idle), None);
+        let options = create_options(Some(NO_IDLE_TIMEOUT), Some(lifetime));
         for _ in 0..CREATE_ATTEMPTS {
             let id = session_id(&record.id);
             match self
@@ -126,6 +174,8 @@ impl SessionStore for SteadfastStore {
                         Snapshot {
                             version: written.version,
                             attributes,
+                            // About the record's date (the lifetime counted on the server).
+                            deadline_ms: Some(unix_ms(record.expiry_date)),
                         },
                     );
                     return Ok(());
@@ -140,17 +190,27 @@ impl SessionStore for SteadfastStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let id = session_id(&record.id);
-        let Some(idle) = remaining(record.expiry_date) else {
+        if remaining(record.expiry_date).is_none() {
             // Saved already expired: the session is over.
             self.core.loaded.take(id);
             return self.delete(&record.id).await;
-        };
-        let desired = encode(&record.data)?;
-        match self.core.save(id, desired, Some(idle)).await {
-            Ok(_) => Ok(()),
-            Err(e @ (SaveFailure::Gone | SaveFailure::Conflict { .. })) => Err(backend(e)),
-            Err(SaveFailure::Store(e)) => Err(backend(e)),
         }
+        let desired = encode(&record.data)?;
+        let known_deadline = self.core.loaded.deadline(id);
+        match self.core.save(id, desired, Some(NO_IDLE_TIMEOUT)).await {
+            Ok(_) => {}
+            Err(e @ SaveFailure::Gone) => return Err(backend(format!("{GONE_PREFIX}{e}"))),
+            Err(e @ SaveFailure::Conflict { .. }) => {
+                return Err(backend(format!("{CONFLICT_PREFIX}{e}")))
+            }
+            Err(SaveFailure::Store(e)) => return Err(backend(e)),
+        }
+        let deadline = unix_ms(record.expiry_date);
+        if known_deadline != Some(deadline) {
+            self.expire_at(id, deadline).await?;
+        }
+        self.core.loaded.set_deadline(id, deadline);
+        Ok(())
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
@@ -165,11 +225,16 @@ impl SessionStore for SteadfastStore {
             return Ok(None);
         }
         let data = decode(&view.attributes)?;
+        // A session without an idle timeout has its deadline where a save would put it.
+        let deadline_ms = view
+            .deadline_ms
+            .filter(|_| view.idle_timeout_ms == u64::MAX);
         self.core.loaded.remember(
             sid,
             Snapshot {
                 version: view.version,
                 attributes: view.attributes,
+                deadline_ms,
             },
         );
         Ok(Some(Record {
@@ -183,6 +248,39 @@ impl SessionStore for SteadfastStore {
         match self.core.client.delete(session_id(id), None).await {
             Ok(_) | Err(Error::NotFound) => Ok(()),
             Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+impl SteadfastStore {
+    /// Sets the absolute deadline of `id` to `at_ms` (replicated time, ms since the Unix
+    /// epoch): the state machine's `Expire` write, which Redis's `EXPIREAT` also makes. A
+    /// session gone meanwhile is the same failure as in `save`.
+    async fn expire_at(&self, id: SessionId, at_ms: u64) -> session_store::Result<()> {
+        let client = &self.core.client;
+        let batch = RedisBatch {
+            watches: Vec::new(),
+            ops: vec![RedisOp::Expire {
+                id,
+                expiry: Expiry::At(at_ms),
+            }],
+            delete_grace_ms: 0,
+        };
+        let body = RequestBody::Client(ClientRequest::Write {
+            origin: client.next_origin(),
+            command: Command::Redis(batch),
+            namespace: client.namespace().to_string(),
+        });
+        let group = id.group(client.topology().groups);
+        match client.call(group, body).await.map_err(backend)? {
+            ResponseBody::Written(w) => match w.outcome {
+                Outcome::Redis(Some(replies)) if replies == [Reply::Int(1)] => Ok(()),
+                Outcome::Redis(Some(_)) => {
+                    Err(backend(format!("{GONE_PREFIX}{}", SaveFailure::Gone)))
+                }
+                other => Err(backend(format!("unexpected outcome {other:?}"))),
+            },
+            other => Err(backend(format!("unexpected answer {other:?}"))),
         }
     }
 }

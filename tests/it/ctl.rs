@@ -4,9 +4,8 @@
 
 use std::io::BufRead;
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
-use crate::support::{serial, Cluster};
+use crate::support::{serial, wait_exit, Cluster};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -18,19 +17,6 @@ fn created_id(out: &str) -> String {
         .next()
         .unwrap_or_else(|| panic!("no id in {out:?}"))
         .to_string()
-}
-
-/// Waits (bounded) for `child` to exit by itself; kills it and fails the test otherwise.
-fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    for _ in 0..600 {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("{what} kept running for 30 s");
 }
 
 fn stderr_of(child: &mut Child) -> String {

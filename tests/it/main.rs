@@ -20,6 +20,7 @@ mod resp;
 mod storage_suite;
 mod support;
 mod tls;
+mod up;
 mod web_actix;
 mod web_axum;
 mod web_failover;

@@ -37,6 +37,19 @@ pub struct Cluster {
     _root: tempfile::TempDir,
 }
 
+/// Waits (bounded) for `child` to exit by itself; kills it and fails the test otherwise.
+pub fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what} kept running for 30 s");
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()

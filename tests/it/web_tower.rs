@@ -8,7 +8,9 @@ use std::time::Duration;
 use axum::extract::{Extension, Query};
 use axum::routing::{get, post};
 use axum::Router;
-use steadfast::adapters::tower_sessions::{session_id, SteadfastStore};
+use steadfast::adapters::tower_sessions::{
+    save_failure, session_id, SaveFailureKind, SteadfastStore,
+};
 use steadfast::client::CreateOptions;
 use steadfast::command::Attributes;
 use steadfast::SessionId;
@@ -217,9 +219,11 @@ async fn tower_sessions_store_in_an_axum_app() {
         .await
         .expect("delete is idempotent");
     assert!(store.load(&record.id).await.expect("load").is_none());
-    assert!(
-        store.save(&record).await.is_err(),
-        "a save after delete fails instead of resurrecting"
+    let refused = store.save(&record).await.expect_err("a save after delete");
+    assert_eq!(
+        save_failure(&refused),
+        Some(SaveFailureKind::Gone),
+        "a save after delete fails as `Gone` instead of resurrecting: {refused}"
     );
     assert!(store.load(&record.id).await.expect("load").is_none());
 
@@ -239,4 +243,82 @@ async fn tower_sessions_store_in_an_axum_app() {
         .delete_expired()
         .await
         .expect("delete_expired is a no-op");
+}
+
+/// Waits (bounded) until the cluster itself no longer returns `id`, reading it through the
+/// store every 200 ms meanwhile (each read would have extended an idle timeout); how long past
+/// `date` that took (negative: before it).
+async fn read_until_gone(
+    store: &SteadfastStore,
+    id: &Id,
+    date: time::OffsetDateTime,
+) -> time::Duration {
+    let client = store.client().clone();
+    for _ in 0..100 {
+        let _ = store.load(id).await.expect("load");
+        if client.get(session_id(id)).await.expect("get").is_none() {
+            return time::OffsetDateTime::now_utc() - date;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the session outlived its date by far, read every 200 ms");
+}
+
+/// `Expiry::AtDateTime` used to be stored as an idle timeout, so a session read regularly never
+/// reached its date (a 4 s session read every 2 s lived past 10 s). The record's date is now the
+/// session's absolute deadline: reads do not move it, a save that keeps the date keeps it, and a
+/// save with a new date (`OnInactivity` saving) moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_at_its_date_however_often_it_is_read() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(3, 1);
+    let client = cluster.client().await;
+    cluster.wait_leaders(&client).await;
+    let store = SteadfastStore::new(client);
+
+    tracing::info!("--- a 2.5 s date, saved once and read every 200 ms");
+    let date = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(2500);
+    let mut record = Record {
+        id: Id::default(),
+        data: [("cart".to_string(), serde_json::json!(["book"]))].into(),
+        expiry_date: date,
+    };
+    store.create(&mut record).await.expect("create");
+    let loaded = store.load(&record.id).await.expect("load").expect("live");
+    let reported = (loaded.expiry_date - date).abs();
+    assert!(
+        reported < time::Duration::milliseconds(500),
+        "load reports the date: {reported}"
+    );
+    record.data.insert("note".into(), serde_json::json!("hi"));
+    store.save(&record).await.expect("a save keeping the date");
+    let past = read_until_gone(&store, &record.id, date).await;
+    assert!(
+        past > time::Duration::milliseconds(-300) && past < time::Duration::seconds(2),
+        "gone at its date, not extended by the reads: {past} after it"
+    );
+    assert!(store.load(&record.id).await.expect("load").is_none());
+
+    tracing::info!("--- a save with a later date moves the deadline");
+    let first = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
+    let mut record = Record {
+        id: Id::default(),
+        data: [("n".to_string(), serde_json::json!(1))].into(),
+        expiry_date: first,
+    };
+    store.create(&mut record).await.expect("create");
+    let later = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(3500);
+    record.expiry_date = later;
+    store.save(&record).await.expect("a save with a new date");
+    let loaded = store.load(&record.id).await.expect("load").expect("live");
+    let reported = (loaded.expiry_date - later).abs();
+    assert!(
+        reported < time::Duration::milliseconds(50),
+        "the new date: {reported}"
+    );
+    let past = read_until_gone(&store, &record.id, later).await;
+    assert!(
+        past > time::Duration::milliseconds(-300) && past < time::Duration::seconds(2),
+        "gone at the new date: {past} after it"
+    );
 }

@@ -11,6 +11,8 @@ use steadfast::bench::{self, LocalNodes, Report, Workload};
 use steadfast::client::ClientConfig;
 use steadfast::Client;
 
+use crate::output::out;
+
 /// Load-test settings.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -78,6 +80,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await
     .context("preloading sessions")?;
+    if std::io::stderr().is_terminal() {
+        // End the progress line.
+        eprintln!();
+    }
     if args.preload.is_some() {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
@@ -102,10 +108,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let before = nodes.sample();
         let report = bench::run(&client, ids.clone(), &workload).await;
         let after = nodes.sample();
-        print_report(&workload, &report, args.timeline);
-        print_cpu(&before, &after, &report);
+        print_report(&workload, &report, args.timeline)?;
+        print_cpu(&before, &after, &report)?;
     }
-    if !args.keep {
+    if args.keep {
+        eprintln!(
+            "kept {} bench sessions (namespace \"bench\"); they idle out like any session",
+            ids.len()
+        );
+    } else {
         let deleted = bench::cleanup(&client, &ids, args.preload_concurrency).await;
         eprintln!("cleanup: deleted {deleted} of {} bench sessions", ids.len());
     }
@@ -126,17 +137,20 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-fn print_report(w: &Workload, r: &Report, timeline: bool) {
+fn print_report(w: &Workload, r: &Report, timeline: bool) -> anyhow::Result<()> {
     let secs = r.elapsed.as_secs_f64();
-    println!(
+    out!(
         "clients={} duration={secs:.1}s value_bytes={} read_ratio={} errors={}",
-        w.clients, w.value_bytes, w.read_ratio, r.errors
+        w.clients,
+        w.value_bytes,
+        w.read_ratio,
+        r.errors
     );
     for (name, h) in [("write", &r.writes), ("read", &r.reads)] {
         if h.is_empty() {
             continue;
         }
-        println!(
+        out!(
             "{name:<5} ops={:<8} throughput={:>9.0}/s p50={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
             h.len(),
             h.len() as f64 / secs,
@@ -147,11 +161,11 @@ fn print_report(w: &Workload, r: &Report, timeline: bool) {
         );
     }
     if let Some(ratio) = r.worst_second_ratio() {
-        println!("slowest second: {:.0} % of the mean rate", ratio * 100.0);
+        out!("slowest second: {:.0} % of the mean rate", ratio * 100.0);
     }
     if timeline {
         for (s, h) in r.timeline.iter().enumerate() {
-            println!(
+            out!(
                 "  second {s:>3}: {:>7} ops  p50={:.3}ms p99={:.3}ms max={:.3}ms",
                 h.len(),
                 ms(h, 0.5),
@@ -160,9 +174,14 @@ fn print_report(w: &Workload, r: &Report, timeline: bool) {
             );
         }
     }
+    Ok(())
 }
 
-fn print_cpu(before: &[bench::NodeCpu], after: &[bench::NodeCpu], r: &Report) {
+fn print_cpu(
+    before: &[bench::NodeCpu],
+    after: &[bench::NodeCpu],
+    r: &Report,
+) -> anyhow::Result<()> {
     let ops = (r.writes.len() + r.reads.len()).max(1) as f64;
     let mut total = 0.0;
     let mut parts = Vec::new();
@@ -175,10 +194,11 @@ fn print_cpu(before: &[bench::NodeCpu], after: &[bench::NodeCpu], r: &Report) {
         parts.push(format!("{} {used:.2}s", a.endpoint));
     }
     if !parts.is_empty() {
-        println!(
+        out!(
             "server cpu: {} = {total:.2}s, {:.0} us per op",
             parts.join(", "),
             total / ops * 1e6
         );
     }
+    Ok(())
 }

@@ -49,7 +49,7 @@ pub(crate) static WORKER_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLo
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node.
-    Serve(serve::ServeArgs),
+    Serve(serve::ServeCmd),
     /// Start a local 3-node cluster on loopback (data kept under --data-dir across restarts).
     Up(up::UpArgs),
     /// Talk to a running cluster.

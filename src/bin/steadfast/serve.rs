@@ -170,26 +170,26 @@ impl ServeArgs {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.load_config()?;
-    let tls = match &config.tls {
-        Some(files) => Some(Tls::load(files)?),
-        None if args.insecure || is_loopback(&config.listen) => None,
-        None => bail!(
-            "refusing to serve plain TCP on {}: anyone who reaches it could read and write every \
-             session. Configure mutual TLS (--tls-cert, --tls-key, --tls-ca; `steadfast certs` \
-             makes a development CA) or pass --insecure",
-            config.listen
-        ),
-    };
-    if let Some(addr) = &config.redis.listen {
-        if tls.is_none() && !args.insecure && !is_loopback(addr) {
-            bail!(
-                "refusing to serve Redis clients over plain TCP on {addr}; configure TLS or pass \
-                 --insecure"
-            );
-        }
+/// `steadfast serve`: the node's settings, plus what `up` needs to tie its nodes to itself.
+#[derive(Args, Debug)]
+pub struct ServeCmd {
+    #[command(flatten)]
+    pub node: ServeArgs,
+    /// Stop (SIGTERM) when the process with this pid, which started this node, dies, even by
+    /// SIGKILL (`up` passes its own pid).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: Option<u32>,
+}
+
+pub async fn run(cmd: ServeCmd) -> anyhow::Result<()> {
+    // Registered before anything starts: a SIGTERM during startup still shuts down cleanly.
+    let shutdown = shutdown_signal()?;
+    if let Some(parent) = cmd.exit_with_parent {
+        exit_with_parent(parent)?;
     }
+    let args = cmd.node;
+    let config = args.load_config()?;
+    let tls = transport_tls(&config, args.insecure)?;
     // Bind before creating the storage: a first start that fails after creating it would make
     // the next start look like a restart and never initialize the groups.
     let (connector, listener) = steadfast::tls::bind(&config.listen, tls.as_ref())
@@ -231,18 +231,74 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(bound) => Some(bound.start().await.context("starting the Redis listener")?),
         None => None,
     };
-    let stopping = Arc::new(AtomicBool::new(false));
-    let admin = match &args.admin_listen {
-        Some(addr) => Some(serve_admin(addr, &node, stopping.clone()).await?),
-        None => None,
+    let listeners = Listeners::start(&args, &node, resp).await?;
+    serve_until_stopped(node, listeners, shutdown, &data_dir).await
+}
+
+/// The TLS the data port serves with; plain TCP only on loopback or with `--insecure`.
+fn transport_tls(config: &NodeConfig, insecure: bool) -> anyhow::Result<Option<Tls>> {
+    let tls = match &config.tls {
+        Some(files) => Some(Tls::load(files)?),
+        None if insecure || is_loopback(&config.listen) => None,
+        None => bail!(
+            "refusing to serve plain TCP on {}: anyone who reaches it could read and write every \
+             session. Configure mutual TLS (--tls-cert, --tls-key, --tls-ca; `steadfast certs` \
+             makes a development CA) or pass --insecure",
+            config.listen
+        ),
     };
+    if let Some(addr) = &config.redis.listen {
+        if tls.is_none() && !insecure && !is_loopback(addr) {
+            bail!(
+                "refusing to serve Redis clients over plain TCP on {addr}; configure TLS or pass \
+                 --insecure"
+            );
+        }
+    }
+    Ok(tls)
+}
+
+/// The listeners beside the data port, stopped before the node shuts down.
+struct Listeners {
+    admin: Option<tokio::task::JoinHandle<()>>,
+    resp: Option<tokio::task::JoinHandle<()>>,
+    /// Set when shutdown begins, so `/readyz` turns red first.
+    stopping: Arc<AtomicBool>,
+}
+
+impl Listeners {
+    async fn start(
+        args: &ServeArgs,
+        node: &Node,
+        resp: Option<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Listeners> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let admin = match &args.admin_listen {
+            Some(addr) => Some(serve_admin(addr, node, stopping.clone()).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            admin,
+            resp,
+            stopping,
+        })
+    }
+}
+
+/// Serves until a signal (a clean shutdown) or a group's storage failure (fail-stop: exit
+/// non-zero for a supervisor).
+async fn serve_until_stopped(
+    node: Node,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let failure = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = shutdown => None,
         failed = node.failed() => Some(failed),
     };
-    stopping.store(true, Ordering::Release);
+    listeners.stopping.store(true, Ordering::Release);
     if let Some((group, why)) = failure {
-        // Fail-stop: a node with a dead group is useless to its cluster; exit for a supervisor.
         let line = format!(
             "group {group} stopped ({why}); this node stops too: check its disk and data \
              directory {}, then restart it (or replace the node)",
@@ -253,13 +309,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         bail!(line);
     }
     tracing::info!("shutting down");
-    if let Some(admin) = admin {
-        admin.abort();
-    }
-    if let Some(resp) = resp {
-        resp.abort();
+    for task in [listeners.admin, listeners.resp].into_iter().flatten() {
+        task.abort();
     }
     node.shutdown().await;
+    Ok(())
+}
+
+/// `--exit-with-parent`: the kernel sends this node SIGTERM when its parent dies (a clean
+/// shutdown through [`shutdown_signal`]), so `up` killed with SIGKILL leaves no node behind.
+#[cfg(target_os = "linux")]
+fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
+    use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
+    set_parent_process_death_signal(Some(Signal::TERM))
+        .context("asking to stop with the parent process")?;
+    // The parent may have died before the request above: then nobody would send the signal.
+    let expected = i32::try_from(parent).ok().and_then(Pid::from_raw);
+    if getppid() != expected {
+        bail!("the process that started this node (pid {parent}) is gone");
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exit_with_parent(_parent: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
@@ -307,21 +380,17 @@ async fn serve_admin(
     bail!("--admin-listen needs the `axum` feature (on by default)")
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
+/// A future that resolves on Ctrl-C (SIGINT) or SIGTERM. Both are caught from this call on
+/// (not from the first poll), so a signal that arrives while the caller is still starting up
+/// is not lost to the default action.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending().await,
+    let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        biased;
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }

@@ -1,18 +1,26 @@
 //! `steadfast up`: a local 3-node cluster on loopback for trying steadfast out. It starts three
-//! `steadfast serve` processes of this same binary, supervises them, and stops them on Ctrl-C.
+//! `steadfast serve` processes of this same binary, supervises them (restarting one that dies),
+//! and stops them when it stops: on Ctrl-C or SIGTERM, on its own error, and (on Linux) when it
+//! is killed outright, through the nodes' `--exit-with-parent`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use steadfast::client::{ClientConfig, CreateOptions};
 use steadfast::command::Attributes;
 use steadfast::identity::ClusterId;
 use steadfast::tls::{DevPki, Tls, TlsFiles};
 use steadfast::Client;
+use tokio::task::JoinSet;
 
-use crate::output::out;
+use crate::output::{group_line, out};
+
+mod supervise;
+
+/// The namespace of the session `up` creates to show the cluster working.
+const DEMO_NAMESPACE: &str = "up-demo";
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -41,11 +49,19 @@ pub struct UpArgs {
 }
 
 /// How to run this binary again, as a user would type it: its own path (a fresh clone has no
-/// `steadfast` on the PATH), or `steadfast` if the path cannot be known.
+/// `steadfast` on the PATH; `./target/release/steadfast` when under the current directory), or
+/// `steadfast` if the path cannot be known.
 pub fn own_path() -> String {
-    std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "steadfast".into())
+    let Ok(exe) = std::env::current_exe() else {
+        return "steadfast".into();
+    };
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    match relative {
+        Some(rel) => format!("./{}", rel.display()),
+        None => exe.display().to_string(),
+    }
 }
 
 /// `up --tls`: the development certificates under `dir/tls`, made on first use.
@@ -61,69 +77,96 @@ fn up_tls(dir: &Path) -> anyhow::Result<(TlsFiles, TlsFiles)> {
     Ok(crate::certs::dev_pki("local", &hosts, 365)?.write_to(&tls_dir)?)
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)?;
-    let dir = std::fs::canonicalize(&args.data_dir)?;
-    let tls = if args.tls { Some(up_tls(&dir)?) } else { None };
-    let addrs: Vec<String> = (0..3)
-        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
-        .collect();
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let exe = std::env::current_exe()?;
-    // Every node of this local cluster records the same cluster id; a new cluster draws one.
-    let cluster_id = match steadfast::identity::load(&dir.join("node1"))? {
-        Some(identity) if args.restore.is_none() => identity.cluster_id,
-        _ => ClusterId::random("local"),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut supervisors = Vec::new();
-    if let Some(backup) = &args.restore {
-        for (i, addr) in addrs.iter().enumerate() {
-            let status = std::process::Command::new(&exe)
-                .arg("restore")
-                .arg("--from")
-                .arg(backup)
-                .args(["--id", &(i + 1).to_string(), "--listen", addr])
-                .arg("--data-dir")
-                .arg(dir.join(format!("node{}", i + 1)))
-                .args(["--peers", &peers.join(","), "--groups"])
-                .arg(args.groups.to_string())
-                .args(["--cluster-id", cluster_id.as_str()])
-                .status()?;
-            if !status.success() {
-                bail!("restoring node {} failed", i + 1);
-            }
-        }
+/// What `up` starts: the same for every run on one data directory.
+struct Plan {
+    /// The data directory (absolute), holding `node1`..`node3` (and `tls` with `--tls`).
+    dir: PathBuf,
+    /// Each node's data-port address.
+    addrs: Vec<String>,
+    /// Each node's Redis-protocol address.
+    redis: Vec<String>,
+    /// `--peers` for every node.
+    peers: String,
+    cluster_id: ClusterId,
+    /// The nodes' and the clients' certificates with `--tls`.
+    tls: Option<(TlsFiles, TlsFiles)>,
+    /// This binary, which the nodes run as `serve`.
+    exe: PathBuf,
+}
+
+impl Plan {
+    fn new(args: &UpArgs) -> anyhow::Result<Plan> {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        let dir = std::fs::canonicalize(&args.data_dir)?;
+        let addrs: Vec<String> = (0..3)
+            .map(|i| format!("127.0.0.1:{}", u32::from(args.base_port) + i))
+            .collect();
+        let redis = (0..3)
+            .map(|i| format!("127.0.0.1:{}", u32::from(args.redis_base_port) + i))
+            .collect();
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        // Every node of this local cluster records the same cluster id; a new cluster draws one.
+        let cluster_id = match steadfast::identity::load(&dir.join("node1"))? {
+            Some(identity) if args.restore.is_none() => identity.cluster_id,
+            _ => ClusterId::random("local"),
+        };
+        let tls = if args.tls { Some(up_tls(&dir)?) } else { None };
+        Ok(Plan {
+            addrs,
+            redis,
+            peers: peers.join(","),
+            cluster_id,
+            tls,
+            exe: std::env::current_exe()?,
+            dir,
+        })
     }
-    for (i, addr) in addrs.iter().enumerate() {
-        let node_dir = dir.join(format!("node{}", i + 1));
-        std::fs::create_dir_all(&node_dir)?;
-        let mut command = tokio::process::Command::new(&exe);
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{}", i + 1))
+    }
+
+    /// Refuses to start when a port is taken (by an earlier `up` still running, say): the
+    /// node would only fail to bind, again and again.
+    fn check_ports(&self) -> anyhow::Result<()> {
+        let all: Vec<String> = self.addrs.iter().chain(&self.redis).cloned().collect();
+        if let Some((addr, e)) = steadfast::cluster::first_unbindable(&all) {
+            bail!(
+                "{addr} is not free ({e}): another program (or another `steadfast up`) listens \
+                 there; stop it, or choose other ports with --base-port / --redis-base-port"
+            );
+        }
+        Ok(())
+    }
+
+    /// `steadfast serve …` for node `i` (0-based).
+    fn serve_command(&self, i: usize, groups: u32) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.exe);
         command
             .arg("serve")
-            .args(["--id", &(i + 1).to_string(), "--listen", addr])
+            .args(["--id", &(i + 1).to_string(), "--listen", &self.addrs[i]])
             .arg("--data-dir")
-            .arg(&node_dir)
-            .args([
-                "--peers",
-                &peers.join(","),
-                "--groups",
-                &args.groups.to_string(),
-                "--cluster-id",
-                cluster_id.as_str(),
-                "--redis-listen",
-                &format!("127.0.0.1:{}", args.redis_base_port + i as u16),
-                "--worker-threads",
-                &crate::WORKER_THREADS
+            .arg(self.node_dir(i))
+            .args(["--peers", &self.peers, "--groups", &groups.to_string()])
+            .args(["--cluster-id", self.cluster_id.as_str()])
+            .args(["--redis-listen", &self.redis[i]])
+            .args(["--exit-with-parent", &std::process::id().to_string()])
+            .arg("--worker-threads")
+            .arg(
+                crate::WORKER_THREADS
                     .get()
                     .copied()
                     .unwrap_or(0)
                     .to_string(),
-            ])
+            )
+            // Its own process group: Ctrl-C in the terminal reaches `up`, which stops the nodes
+            // in order, instead of every node at once behind its back.
+            .process_group(0)
             .kill_on_drop(true);
         for var in [
             "STEADFAST_NODE_TLS_CERT",
@@ -133,35 +176,119 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             // Only `--tls` decides whether these nodes use TLS, not the caller's shell.
             command.env_remove(var);
         }
-        if let Some((node, _)) = &tls {
-            command
-                .arg("--tls-cert")
-                .arg(&node.cert)
-                .arg("--tls-key")
-                .arg(&node.key)
-                .arg("--tls-ca")
-                .arg(&node.ca);
+        if let Some((node, _)) = &self.tls {
+            command.arg("--tls-cert").arg(&node.cert);
+            command.arg("--tls-key").arg(&node.key);
+            command.arg("--tls-ca").arg(&node.ca);
         }
-        let spec = NodeProcess {
+        command
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    // Caught from here on, so a Ctrl-C or SIGTERM while starting still stops the nodes.
+    let stop_signal = crate::serve::shutdown_signal()?;
+    tokio::pin!(stop_signal);
+    let plan = Plan::new(&args)?;
+    plan.check_ports()?;
+    if let Some(backup) = &args.restore {
+        tokio::select! {
+            restored = restore_all(&plan, backup, args.groups) => restored?,
+            _ = &mut stop_signal => return Ok(()),
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut nodes = JoinSet::new();
+    for i in 0..3 {
+        std::fs::create_dir_all(plan.node_dir(i))?;
+        let node = supervise::NodeProcess {
             number: i + 1,
-            command,
-            log: node_dir.join("node.log"),
+            command: plan.serve_command(i, args.groups),
+            log: plan.node_dir(i).join("node.log"),
+            pid_file: plan.node_dir(i).join("node.pid"),
             restart: !args.no_restart,
         };
-        supervisors.push(tokio::spawn(supervise(spec, stop_rx.clone())));
+        nodes.spawn(supervise::supervise(node, stop_rx.clone()));
     }
-    let client_tls = match &tls {
+    let outcome = tokio::select! {
+        started = greet(&plan, &args) => match started {
+            Ok(()) => tokio::select! {
+                _ = &mut stop_signal => Ok(()),
+                failed = nodes.join_next() => Err(node_failure(failed)),
+            },
+            Err(e) => Err(e),
+        },
+        failed = nodes.join_next() => Err(node_failure(failed)),
+        _ = &mut stop_signal => Ok(()),
+    };
+    let _ = stop_tx.send(true);
+    while let Some(stopped) = nodes.join_next().await {
+        if let Ok(Err(e)) = stopped {
+            tracing::debug!(error = %e, "a node supervisor ended with an error");
+        }
+    }
+    outcome
+}
+
+/// Why a node supervisor ended while the cluster was meant to run.
+fn node_failure(
+    ended: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>,
+) -> anyhow::Error {
+    match ended {
+        Some(Ok(Err(e))) => e,
+        Some(Err(e)) => anyhow!(e).context("a node supervisor failed"),
+        Some(Ok(Ok(()))) | None => anyhow!("a node stopped"),
+    }
+}
+
+/// `up --restore`: installs the backup into each node's empty data directory (through
+/// `steadfast restore`, quietly), then lists what it held once.
+async fn restore_all(plan: &Plan, backup: &Path, groups: u32) -> anyhow::Result<()> {
+    let bytes = std::fs::read(backup).with_context(|| format!("reading {}", backup.display()))?;
+    let decoded = steadfast::backup::decode(&bytes)
+        .with_context(|| format!("reading {}", backup.display()))?;
+    drop(bytes);
+    for (i, addr) in plan.addrs.iter().enumerate() {
+        let status = tokio::process::Command::new(&plan.exe)
+            .args(["restore", "--quiet", "--from"])
+            .arg(backup)
+            .args(["--id", &(i + 1).to_string(), "--listen", addr])
+            .arg("--data-dir")
+            .arg(plan.node_dir(i))
+            .args(["--peers", &plan.peers, "--groups", &groups.to_string()])
+            .args(["--cluster-id", plan.cluster_id.as_str()])
+            .kill_on_drop(true)
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("restoring node {} failed", i + 1);
+        }
+    }
+    for g in &decoded.groups {
+        out!("{}", group_line(g.group, g.state.sessions.len(), g.index));
+    }
+    out!(
+        "restored {} into the 3 nodes as cluster {}",
+        backup.display(),
+        plan.cluster_id
+    );
+    Ok(())
+}
+
+/// Waits until the cluster serves, then makes the demo session and prints what to try.
+async fn greet(plan: &Plan, args: &UpArgs) -> anyhow::Result<()> {
+    let client_tls = match &plan.tls {
         Some((_, client)) => Some(Tls::load(client)?),
         None => None,
     };
-    let client = wait_ready(&addrs, client_tls).await?;
+    let client = wait_ready(&plan.addrs, client_tls).await?;
     out!(
         "steadfast: local 3-node cluster is up ({} groups), data under {}",
         args.groups,
-        dir.display()
+        plan.dir.display()
     );
-    out!("endpoints: {}", addrs.join(","));
-    if let Some((_, client)) = &tls {
+    out!("endpoints: {}", plan.addrs.join(","));
+    if let Some((_, client)) = &plan.tls {
         out!("mutual TLS is on; clients need, in every terminal:");
         out!(
             "  export STEADFAST_TLS_CERT={} STEADFAST_TLS_KEY={} STEADFAST_TLS_CA={}",
@@ -176,45 +303,50 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             CreateOptions::default(),
         )
         .await?;
-    out!("demo session created: {id} (version {})", w.version);
-    out!("try, in another terminal:");
-    out!("  steadfast ctl status");
-    out!("  steadfast ctl session create user=ann cart=book");
-    out!("  steadfast ctl session get {id}");
     out!(
-        "  steadfast ctl session put {id} cart=book,pen --if-version {}",
+        "demo session created: {id} (version {}; namespace {DEMO_NAMESPACE:?}, left in place: \
+         it idles out like any session, or `ctl session delete {id}`)",
         w.version
     );
-    out!("  steadfast bench --clients 64 --duration-secs 10");
-    if tls.is_none() {
+    print_try(plan, args, &id.to_string(), w.version)
+}
+
+/// The commands to try, each runnable as printed (this binary's own path).
+fn print_try(plan: &Plan, args: &UpArgs, id: &str, version: u64) -> anyhow::Result<()> {
+    let sf = own_path();
+    out!("try, in another terminal:");
+    if args.base_port != 7001 {
+        // `ctl` and `bench` look for 7001-7003 unless told.
+        out!("  export STEADFAST_ENDPOINTS={}", plan.addrs.join(","));
+    }
+    out!("  {sf} ctl status");
+    out!("  {sf} ctl session create user=ann cart=book");
+    out!("  {sf} ctl session get {id}");
+    out!("  {sf} ctl session put {id} cart=book,pen --if-version {version}");
+    out!("  {sf} bench --clients 64 --duration-secs 10");
+    let redis = args.redis_base_port;
+    if plan.tls.is_none() {
         out!(
-            "  redis-cli -p {} set greeting hello   # Redis clients: ports {}-{}",
-            args.redis_base_port,
-            args.redis_base_port,
-            args.redis_base_port + 2
+            "  redis-cli -p {redis} set greeting hello   # Redis clients: ports {redis}-{}",
+            u32::from(redis) + 2
         );
     } else {
         out!(
-            "  redis-cli -p {} --tls --cert $STEADFAST_TLS_CERT --key $STEADFAST_TLS_KEY \
-             --cacert $STEADFAST_TLS_CA ping",
-            args.redis_base_port
+            "  redis-cli -p {redis} --tls --cert $STEADFAST_TLS_CERT --key $STEADFAST_TLS_KEY \
+             --cacert $STEADFAST_TLS_CA ping"
         );
     }
-    out!(
-        "node logs: {}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)",
-        dir.display()
-    );
-    crate::serve::shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    for s in supervisors {
-        s.await??;
-    }
+    let dir = plan.dir.display();
+    out!("  kill -9 $(cat {dir}/node1/node.pid)   # up restarts the node on its data after 3 s");
+    out!("node logs: {dir}/node*/node.log; Ctrl-C stops the cluster (sessions are kept on disk)");
     Ok(())
 }
 
 async fn wait_ready(addrs: &[String], tls: Option<Tls>) -> anyhow::Result<Client> {
     let mut config = ClientConfig::new(addrs.to_vec());
     config.tls = tls;
+    // The demo session lives in a namespace of its own (the limits of the apps' do not apply).
+    config.namespace = DEMO_NAMESPACE.into();
     let client = Client::connect(config)
         .await
         .context("connecting to the local cluster")?;
@@ -222,49 +354,4 @@ async fn wait_ready(addrs: &[String], tls: Option<Tls>) -> anyhow::Result<Client
         .await
         .context("waiting for the local cluster")?;
     Ok(client)
-}
-
-/// One node of `up`, and how to (re)start it.
-struct NodeProcess {
-    number: usize,
-    command: tokio::process::Command,
-    log: PathBuf,
-    restart: bool,
-}
-
-/// Runs a node; if it dies (say, `kill -9` in a demo), reports it and restarts it on the same
-/// data after a pause, until `stop` flips.
-async fn supervise(
-    mut node: NodeProcess,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    loop {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
-        node.command.stdout(log.try_clone()?).stderr(log);
-        let mut child = node.command.spawn().context("starting a node")?;
-        tokio::select! {
-            _ = stop.changed() => {
-                child.start_kill()?;
-                child.wait().await?;
-                return Ok(());
-            }
-            status = child.wait() => {
-                let status = status?;
-                if !node.restart {
-                    bail!("node {} exited ({status}); see {}", node.number, node.log.display());
-                }
-                eprintln!(
-                    "steadfast up: node {} exited ({status}); restarting it in 3 s",
-                    node.number
-                );
-            }
-        }
-        tokio::select! {
-            _ = stop.changed() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-        }
-    }
 }
