@@ -82,6 +82,8 @@ type Addresses = BTreeMap<NodeId, String>;
 
 struct GroupHandle {
     raft: Raft,
+    /// The node's storage (it also runs the backup image's encoding off the async workers).
+    backend: SharedBackend,
     /// Packs concurrent writes into shared log entries.
     proposer: Proposer,
     /// The term in which this process last committed a barrier entry as leader. A leader may
@@ -161,6 +163,7 @@ impl Node {
             let handle = GroupHandle {
                 proposer: Proposer::spawn(raft.clone(), group, config.raft.pipeline_depth),
                 raft,
+                backend: backend.clone(),
                 barrier_term: Arc::default(),
                 machine,
                 reads: ReadBatcher::default(),
@@ -566,7 +569,10 @@ async fn backup_chunk(
                 state: m.state.view(),
             }
         };
-        let encoded = tokio::task::spawn_blocking(move || crate::codec::encode(&image)).await;
+        let encoded = handle
+            .backend
+            .offload(Box::new(move || crate::codec::encode(&image)))
+            .await;
         let Ok(image) = encoded else {
             return ResponseBody::Error(WireError::Unavailable("encoding the image failed".into()));
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast::raft::backend::{
-    Backend, BoxFuture, GroupImage, MemBackend, SnapshotWrite, WriteOp,
+    Backend, BoxFuture, GroupImage, MemBackend, Offload, SnapshotWrite, WriteOp,
 };
 use steadfast::GroupId;
 
@@ -77,5 +77,11 @@ impl Backend for SimDisk {
         end: u64,
     ) -> io::Result<Vec<(u64, Vec<u8>)>> {
         self.mem.read_entries(group, start, end)
+    }
+
+    fn offload(&self, work: Offload) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        // Inline (the memory backend's way): a blocking-pool thread would end at a moment no
+        // seed decides.
+        self.mem.offload(work)
     }
 }

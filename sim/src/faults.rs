@@ -44,11 +44,27 @@ pub enum FaultClass {
     /// majority of followers hold); the old leader restarts alone first and is read at once,
     /// the others later. A leader that resumed its old term would reissue those log ids.
     LeaderTailLoss,
+    /// A follower is cut off while a bulk client writes many sessions with large values (and
+    /// the workload keeps writing); the leaders purge their logs past it, so once back it must
+    /// catch up by installing a large snapshot while clients still write. Counted when some
+    /// group's leader had purged past the follower's log (a snapshot install was needed).
+    LargeSnapshot,
+    /// A node's disk is lost for good: it never comes back, and a fresh node under a new id
+    /// (on a new host) joins every group the old one was a voter of through the public
+    /// `Client::change_membership`, the old id removed. Counted when every group committed it.
+    ReplaceNode,
+    /// A backup is taken mid-run through the public backup API (`steadfast backup`'s
+    /// `fetch_group`/`assemble`), its images checked as linearizable reads of every key, then
+    /// restored (`restore_into`, as `steadfast restore` does) into three fresh nodes of a new
+    /// cluster, which must serve every backed-up session at its version, refuse creates of
+    /// tombstoned ids, and issue versions above any the live cluster acknowledged. Counted when
+    /// the restored cluster passed.
+    BackupRestore,
 }
 
 impl FaultClass {
     /// Every class, in report order.
-    pub const ALL: [FaultClass; 16] = [
+    pub const ALL: [FaultClass; 19] = [
         FaultClass::PartitionMajority,
         FaultClass::IsolateLeader,
         FaultClass::MajoritiesRing,
@@ -65,6 +81,9 @@ impl FaultClass {
         FaultClass::CrashAfterVote,
         FaultClass::MembershipChange,
         FaultClass::LeaderTailLoss,
+        FaultClass::LargeSnapshot,
+        FaultClass::ReplaceNode,
+        FaultClass::BackupRestore,
     ];
 
     /// Whether the class applies to a cluster of `nodes`.

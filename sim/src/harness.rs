@@ -14,6 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use steadfast::backup::Backup;
 use steadfast::client::{ClientConfig, CreateOptions};
 use steadfast::command::Attributes;
 use steadfast::config::{NodeConfig, Peer, RaftTuning, SessionDefaults};
@@ -24,16 +25,17 @@ use steadfast::{Client, ClientId, Error, GroupId, SessionId};
 use crate::checker::{self, CheckOptions, Op, OpKind, Outcome, ReadValue, Rotation};
 use crate::disk::SimDisk;
 use crate::faults::{Corner, FaultClass};
-use crate::injector::{drive, Injector};
+use crate::injector::{current_voters, drive, Injector};
 use crate::lifecycle::{self, LifeKind, LifeOp, LifeOptions, RotatedAway, SessionNo};
 use crate::net::{SimClock, SimConnector, SimListener};
+use crate::operator::{self, Operator, Order};
 use crate::swarm::{params, Params};
 use crate::trace::Trace;
-use crate::workload::{connect, workload, PRINCIPALS};
+use crate::workload::{workload, PRINCIPALS};
 
 /// The port every node listens on.
 pub const PORT: u16 = 7000;
-const EPOCH_MS: u64 = 1_700_000_000_000;
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// Every group must elect a leader and commit within this long after healing.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
 
@@ -100,7 +102,8 @@ pub fn node_name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
-fn node_config(p: &Params, i: usize) -> NodeConfig {
+/// Node `i`'s configuration (peers: the seed's first nodes).
+pub fn node_config(p: &Params, i: usize) -> NodeConfig {
     NodeConfig {
         id: i as u64 + 1,
         listen: format!("0.0.0.0:{PORT}"),
@@ -140,9 +143,6 @@ fn node_config(p: &Params, i: usize) -> NodeConfig {
 /// The final linearizable read of each key.
 type FinalReads = Vec<(u64, Option<ReadValue>)>;
 
-/// A membership change to run: the group and its new voters.
-type MembershipOrder = (u32, Vec<u64>);
-
 /// Shared state between the hosts, the clients and the driver (all on one thread).
 #[derive(Clone)]
 pub struct World {
@@ -151,9 +151,10 @@ pub struct World {
     clock: Rc<Cell<u64>>,
     pub rafts: Rc<RefCell<BTreeMap<(usize, u32), Raft>>>,
     final_reads: Rc<RefCell<FinalReads>>,
-    verdict: Rc<RefCell<Option<String>>>,
-    /// Membership changes ordered by the injector: (group, new voters), run by the admin client.
-    pub orders: Rc<RefCell<VecDeque<MembershipOrder>>>,
+    /// The first violation a client or checker task found.
+    pub verdict: Rc<RefCell<Option<String>>>,
+    /// Membership changes ordered by the injector, run by the admin client.
+    pub orders: Rc<RefCell<VecDeque<Order>>>,
     /// Membership changes that committed.
     reconfigured: Rc<Cell<u32>>,
     /// Successful rotations of workload keys and what their new ids held.
@@ -171,6 +172,8 @@ pub struct World {
     /// The key of the last acknowledged write, per group.
     pub last_acked: Rc<RefCell<BTreeMap<u32, u64>>>,
     corners: Rc<RefCell<BTreeMap<Corner, u32>>>,
+    /// The operator faults' shared state (bulk writes, replacement, backup and restore).
+    pub ops: Operator,
 }
 
 impl World {
@@ -231,7 +234,9 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         acks: Rc::default(),
         last_acked: Rc::default(),
         corners: Rc::default(),
+        ops: Operator::default(),
     };
+    *world.ops.members.borrow_mut() = (1..=p.nodes as u64).collect();
     world.trace.event(
         0,
         format!(
@@ -250,14 +255,17 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
     let disks: Vec<SimDisk> = (0..p.nodes).map(|_| SimDisk::new(p.sync_latency)).collect();
     let offsets: Vec<Arc<AtomicI64>> = (0..p.nodes).map(|_| Arc::default()).collect();
     for i in 0..p.nodes {
-        add_host(
-            &mut sim,
-            &world,
-            &p,
-            i,
-            disks[i].clone(),
-            offsets[i].clone(),
-        );
+        let spec = HostSpec {
+            name: node_name(i),
+            index: Some(i),
+            config: node_config(&p, i),
+            disk: disks[i].clone(),
+            offset: offsets[i].clone(),
+            bootstrap: true,
+            restore: None,
+            cluster: "sim",
+        };
+        add_host(&mut sim, &world, spec);
     }
     for c in 0..p.clients {
         let client_seed = rng.gen();
@@ -266,7 +274,19 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
             workload(world.clone(), p.clone(), c, client_seed, fault_end),
         );
     }
-    sim.client("admin", admin(world.clone(), fault_end));
+    // The operator's tasks share one host: every host costs the simulation a poll per tick.
+    let operator = {
+        let (admin, bulk, backup) = (
+            admin(world.clone(), fault_end),
+            operator::bulk_writer(world.clone(), p.clone(), rng.gen(), fault_end),
+            operator::backup_taker(world.clone(), p.clone(), fault_end),
+        );
+        async move {
+            let (a, b, c) = tokio::join!(admin, bulk, backup);
+            a.and(b).and(c)
+        }
+    };
+    sim.client("admin", operator);
     sim.client("verifier", verify(world.clone(), p.clone(), fault_end));
     let mut injector = Injector::new(seed, disks, offsets);
     let failure = drive(
@@ -279,11 +299,14 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
     let violation = failure
         .or_else(|| world.verdict.borrow().clone())
         .or_else(|| check_history(&world, &p));
-    let reconfigured = world.reconfigured.get();
-    if reconfigured > 0 {
-        injector
-            .counts()
-            .insert(FaultClass::MembershipChange, reconfigured);
+    for (class, n) in [
+        (FaultClass::MembershipChange, world.reconfigured.get()),
+        (FaultClass::ReplaceNode, world.ops.replaced.get()),
+        (FaultClass::BackupRestore, world.ops.restored.get()),
+    ] {
+        if n > 0 {
+            injector.counts().insert(class, n);
+        }
     }
     count_corners(&world);
     let trace = world.trace.lines();
@@ -301,22 +324,46 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
     }
 }
 
-fn add_host(
-    sim: &mut turmoil::Sim<'_>,
-    world: &World,
-    p: &Rc<Params>,
-    i: usize,
-    disk: SimDisk,
-    offset: Arc<AtomicI64>,
-) {
+/// A node host to add: a live node (`index`: its slot in the driver's tables) or one of a
+/// restored cluster (`restore`: the backup its empty store gets first, as `steadfast restore`).
+pub struct HostSpec {
+    pub name: String,
+    pub index: Option<usize>,
+    pub config: NodeConfig,
+    pub disk: SimDisk,
+    pub offset: Arc<AtomicI64>,
+    /// Bootstrap on the first start.
+    pub bootstrap: bool,
+    pub restore: Option<Rc<Backup>>,
+    pub cluster: &'static str,
+}
+
+/// Adds a node host (at the start or mid-run); its node starts on every boot.
+pub fn add_host(sim: &mut turmoil::Sim<'_>, world: &World, spec: HostSpec) {
     let booted = Rc::new(Cell::new(false));
-    let (world, p) = (world.clone(), p.clone());
-    sim.host(node_name(i), move || {
-        let bootstrap = !booted.replace(true);
-        let config = node_config(&p, i);
-        let (disk, offset, world) = (disk.clone(), offset.clone(), world.clone());
-        let groups = p.groups;
+    let world = world.clone();
+    let name = spec.name.clone();
+    sim.host(name, move || {
+        let first = !booted.replace(true);
+        let bootstrap = first && spec.bootstrap;
+        let restore = spec.restore.clone().filter(|_| first);
+        let config = spec.config.clone();
+        let (disk, offset, world) = (spec.disk.clone(), spec.offset.clone(), world.clone());
+        let (name, index, cluster) = (spec.name.clone(), spec.index, spec.cluster);
         async move {
+            if let Some(backup) = restore {
+                let (id, placement) = (config.id, |g| config.placement(g));
+                steadfast::backup::restore_into(
+                    &backup,
+                    Arc::new(disk.clone()),
+                    id,
+                    placement,
+                    &config.addresses(),
+                )
+                .await
+                .map_err(|e| format!("{name}: restore failed: {e}"))?;
+            }
+            let groups = config.groups;
             let listener = turmoil::net::TcpListener::bind(format!("0.0.0.0:{PORT}")).await?;
             let node = Node::start(NodeOptions {
                 config,
@@ -328,16 +375,15 @@ fn add_host(
                 connector: Arc::new(SimConnector),
                 listener: Box::new(SimListener(listener)),
                 bootstrap,
-                cluster_id: steadfast::identity::ClusterId::new("sim").expect("a valid id"),
+                cluster_id: steadfast::identity::ClusterId::new(cluster).expect("a valid id"),
             })
             .await
-            .map_err(|e| format!("node {} failed to start: {e}", i + 1))?;
-            world.trace.event(
-                now_ms(),
-                format!("node {} started (bootstrap={bootstrap})", i + 1),
-            );
-            for g in 0..groups {
-                if let Some(raft) = node.raft(GroupId(g)) {
+            .map_err(|e| format!("{name} failed to start: {e}"))?;
+            world
+                .trace
+                .event(now_ms(), format!("{name} started (bootstrap={bootstrap})"));
+            for g in (0..groups).filter(|_| index.is_some()) {
+                if let (Some(raft), Some(i)) = (node.raft(GroupId(g)), index) {
                     world.rafts.borrow_mut().insert((i, g), raft);
                 }
             }
@@ -347,9 +393,9 @@ fn add_host(
     });
 }
 
-/// After healing: liveness probes, final reads, replica digests.
 /// Runs the membership changes the injector orders, through the public client API, until the
-/// faults end. A change may fail or time out under faults; only committed ones are counted.
+/// faults end. A change may fail or time out under faults; only committed ones are counted, and
+/// only a node replacement is asked again until it commits.
 async fn admin(world: World, until: Duration) -> turmoil::Result {
     let mut config = ClientConfig::new(vec!["n1:7000".into(), "n2:7000".into(), "n3:7000".into()]);
     config.client_id = Some(ClientId(20_000));
@@ -358,27 +404,66 @@ async fn admin(world: World, until: Duration) -> turmoil::Result {
     let client = Client::connect_with(config, Arc::new(SimConnector)).await?;
     while turmoil::sim_elapsed().unwrap_or_default() < until {
         let order = world.orders.borrow_mut().pop_front();
-        let Some((group, voters)) = order else {
+        let Some(order) = order else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let wanted: Vec<(u64, String)> = voters.iter().map(|v| (*v, String::new())).collect();
+        let (group, voters) = match &order {
+            Order::Voters(group, voters) => (*group, voters.clone()),
+            Order::Replace { group, old, new } => {
+                let mut voters = current_voters(&world, *group);
+                voters.retain(|v| v != old);
+                if !voters.contains(new) {
+                    voters.push(*new);
+                }
+                (*group, voters)
+            }
+        };
+        // Every address given: a replacement's new node is not in the others' configuration.
+        let wanted: Vec<(u64, String)> = voters
+            .iter()
+            .map(|v| (*v, format!("{}:{PORT}", node_name(*v as usize - 1))))
+            .collect();
         let outcome = client.change_membership(GroupId(group), &wanted).await;
-        let line = match &outcome {
-            Ok(m) => {
+        let line = match (&outcome, &order) {
+            (Ok(m), Order::Voters(..)) => {
                 world.reconfigured.set(world.reconfigured.get() + 1);
                 format!("g{group} voters now {:?} at {:?}", m.voters, m.log_index)
             }
-            Err(e) => format!("g{group} voters {voters:?} not changed: {e}"),
+            (Ok(m), Order::Replace { .. }) => {
+                let left = world.ops.replacing.get().saturating_sub(1);
+                world.ops.replacing.set(left);
+                if left == 0 {
+                    world.ops.replaced.set(world.ops.replaced.get() + 1);
+                }
+                format!(
+                    "g{group} voters now {:?} at {:?} (replacement)",
+                    m.voters, m.log_index
+                )
+            }
+            (Err(e), Order::Replace { .. }) => {
+                world.orders.borrow_mut().push_back(order.clone());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                format!("g{group} voters {voters:?} not changed: {e} (asking again)")
+            }
+            (Err(e), Order::Voters(..)) => format!("g{group} voters {voters:?} not changed: {e}"),
         };
         world.trace.event(now_ms(), format!("membership {line}"));
     }
     Ok(())
 }
 
+/// After healing: liveness probes, final reads, replica digests.
 async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Result {
     tokio::time::sleep(heal_at + Duration::from_secs(1)).await;
-    let client = connect(10_000, p.nodes).await?;
+    let live: Vec<String> = world
+        .ops
+        .members
+        .borrow()
+        .iter()
+        .map(|id| format!("{}:{PORT}", node_name(*id as usize - 1)))
+        .collect();
+    let client = operator::connect_to(10_000, live.clone()).await?;
     let started = turmoil::sim_elapsed().unwrap_or_default();
     let mut rng = SmallRng::seed_from_u64(0x11fe);
     for g in 0..p.groups {
@@ -468,7 +553,13 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut by_index: BTreeMap<(u32, Option<u64>), BTreeSet<u64>> = BTreeMap::new();
     for (addr, status) in client.status().await {
-        for s in status.map_err(|e| format!("{addr}: {e}"))? {
+        let status = match status {
+            Ok(status) => status,
+            // A node replaced under a new id is gone for good.
+            Err(_) if !live.contains(&addr) => continue,
+            Err(e) => return Err(format!("{addr}: {e}").into()),
+        };
+        for s in status {
             world.trace.event(
                 now_ms(),
                 format!(
@@ -598,11 +689,13 @@ fn check_history(world: &World, p: &Params) -> Option<String> {
         idle_timeout_ms: p.idle_timeout_ms,
         no_expiry: !p.may_expire,
     };
+    let restored =
+        operator::check_restored_versions(&history, &world.ops.restored_versions.borrow());
     let promises = lifecycle::check_rotated_ids(&history, &world.rotated_away.borrow())
         .and_then(|()| lifecycle::check_access(&history, p.idle_timeout_ms))
         .and_then(|()| lifecycle::check_principals(&world.lifecycle.borrow(), life))
         .map_err(|v| format!("lifecycle: {v}"));
-    linearizable.and(promises).err()
+    linearizable.and(promises).and(restored).err()
 }
 
 /// Corners the history shows were reached (the workload counts the others as they happen).

@@ -15,6 +15,7 @@ use steadfast::raft::backend::{Backend, MetaKey};
 use crate::disk::SimDisk;
 use crate::faults::FaultClass;
 use crate::harness::{node_name, World};
+use crate::operator::{self, Order};
 use crate::swarm::Params;
 
 /// A fault in force: its class, when it heals, and the links it cut.
@@ -44,12 +45,14 @@ enum TailLoss {
 
 /// The injector's state.
 pub struct Injector {
-    rng: SmallRng,
+    pub(crate) rng: SmallRng,
     disks: Vec<SimDisk>,
     offsets: Vec<Arc<AtomicI64>>,
-    counts: BTreeMap<FaultClass, u32>,
-    down: BTreeSet<usize>,
-    active: Option<ActiveFault>,
+    pub(crate) counts: BTreeMap<FaultClass, u32>,
+    pub(crate) down: BTreeSet<usize>,
+    /// Nodes lost for good (replaced under a new id): never restarted.
+    pub(crate) gone: BTreeSet<usize>,
+    pub(crate) active: Option<ActiveFault>,
     next_at: Duration,
     /// Kill the next node seen with an unsynced vote.
     vote_trap: bool,
@@ -62,6 +65,8 @@ pub struct Injector {
     leaders: BTreeMap<(u32, u64), usize>,
     /// A leader-tail-loss fault in progress.
     tail: Option<TailLoss>,
+    /// A large-snapshot fault in progress: the follower cut off, and since when.
+    pub(crate) large: Option<(usize, Duration)>,
 }
 
 impl Injector {
@@ -73,6 +78,7 @@ impl Injector {
             offsets,
             counts: BTreeMap::new(),
             down: BTreeSet::new(),
+            gone: BTreeSet::new(),
             active: None,
             next_at: Duration::from_secs(2),
             vote_trap: false,
@@ -80,6 +86,7 @@ impl Injector {
             trap_partner: None,
             leaders: BTreeMap::new(),
             tail: None,
+            large: None,
         }
     }
 
@@ -110,6 +117,7 @@ pub fn drive(
         }
         spring_vote_trap(sim, world, inj, now);
         step_tail_loss(sim, world, inj, now);
+        operator::step_operator(sim, world, inj, p);
         let Some(end) = fault_end else { continue };
         if !healed && now >= end {
             heal(sim, world, inj, p);
@@ -221,8 +229,9 @@ fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injecto
                     .is_ok_and(|v| v.leader_id().voted_for.is_some_and(|c| c != n as u64 + 1))
             })
     };
-    let caught =
-        (0..inj.disks.len()).find(|n| !inj.down.contains(n) && Some(*n) != partner && granted(*n));
+    let caught = (0..inj.disks.len()).find(|n| {
+        !inj.down.contains(n) && !inj.gone.contains(n) && Some(*n) != partner && granted(*n)
+    });
     if let Some(n) = caught {
         inj.vote_trap = false;
         inj.down.insert(n);
@@ -237,10 +246,15 @@ fn spring_vote_trap(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injecto
     }
 }
 
-fn leader_counts(world: &World, p: &Params, down: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+fn leader_counts(
+    world: &World,
+    p: &Params,
+    down: &BTreeSet<usize>,
+    gone: &BTreeSet<usize>,
+) -> Vec<(usize, usize)> {
     let rafts = world.rafts.borrow();
     let mut counts: Vec<(usize, usize)> = (0..p.nodes)
-        .filter(|i| !down.contains(i))
+        .filter(|i| !down.contains(i) && !gone.contains(i))
         .map(|i| (i, 0))
         .collect();
     for ((node, _), raft) in rafts.iter() {
@@ -281,7 +295,7 @@ fn inject(
         });
     let mut order: Vec<usize> = (0..p.nodes).collect();
     order.shuffle(&mut inj.rng);
-    let mut leaders = leader_counts(world, p, &inj.down);
+    let mut leaders = leader_counts(world, p, &inj.down, &inj.gone);
     leaders.sort_by_key(|(n, c)| (std::cmp::Reverse(*c), *n));
     let top = leaders.first().map_or(order[0], |(n, _)| *n);
     let bottom = leaders.last().map_or(order[0], |(n, _)| *n);
@@ -353,11 +367,34 @@ fn inject(
                 deadline: now + extra + Duration::from_secs(3),
             });
         }
+        FaultClass::LargeSnapshot => {
+            let others: Vec<usize> = (0..p.nodes).filter(|n| *n != bottom).collect();
+            cut = pairs_across(&[bottom], &others);
+            let bulk = p.groups * inj.rng.gen_range(25..50);
+            world.ops.bulk_wanted.set(bulk);
+            world.ops.bulk_cut.set(true);
+            inj.large = Some((bottom, now));
+            detail = format!(
+                "{} cut off while {bulk} large sessions are written",
+                node_name(bottom)
+            );
+        }
+        FaultClass::ReplaceNode => {
+            detail = operator::replace_node(sim, world, inj, p)
+                .unwrap_or_else(|| "skipped (a node was replaced already, or none can be)".into());
+        }
+        FaultClass::BackupRestore => {
+            world.ops.backup_wanted.set(true);
+            detail = "backup asked for".into();
+        }
         FaultClass::MembershipChange => {
             let group = inj.rng.gen_range(0..p.groups);
-            let voters = next_voters(world, p, group, &mut inj.rng);
+            let voters = next_voters(world, group, &mut inj.rng);
             detail = format!("g{group} -> {voters:?}");
-            world.orders.borrow_mut().push_back((group, voters));
+            world
+                .orders
+                .borrow_mut()
+                .push_back(Order::Voters(group, voters));
             // Most changes run under another fault: a node down or a minority cut off.
             match inj.rng.gen_range(0..3) {
                 0 => {}
@@ -397,14 +434,22 @@ fn inject(
             inj.down.iter().map(|n| node_name(*n)).collect::<Vec<_>>()
         );
     }
-    if class != FaultClass::MembershipChange {
-        // Membership changes are counted when they commit.
+    if !matches!(
+        class,
+        FaultClass::MembershipChange
+            | FaultClass::LargeSnapshot
+            | FaultClass::ReplaceNode
+            | FaultClass::BackupRestore
+    ) {
+        // These are counted when they happened in full (see their docs).
         *inj.counts.entry(class).or_default() += 1;
     }
     let hold_ms = match class {
         FaultClass::Pause => inj.rng.gen_range(700..3000),
         // Ended by `step_tail_loss` once every node is back.
         FaultClass::LeaderTailLoss => 60_000,
+        // Ended by `step_operator` once the bulk writes are in.
+        FaultClass::LargeSnapshot => 20_000,
         FaultClass::CrashAfterVote => inj.rng.gen_range(3000..6000),
         _ => inj.rng.gen_range(500..6000),
     };
@@ -415,11 +460,9 @@ fn inject(
     inj.active = Some((class, now + Duration::from_millis(hold_ms), cut));
 }
 
-/// The voters to ask for: the group's voters as its most advanced replica knows them, with one
-/// swapped for a non-voter (5 nodes), or one removed / the full set restored (3 nodes).
-fn next_voters(world: &World, p: &Params, group: u32, rng: &mut SmallRng) -> Vec<u64> {
-    let all: Vec<u64> = (1..=p.nodes as u64).collect();
-    let current: Vec<u64> = world
+/// The group's voters as its most advanced replica knows them.
+pub fn current_voters(world: &World, group: u32) -> Vec<u64> {
+    world
         .rafts
         .borrow()
         .iter()
@@ -427,14 +470,28 @@ fn next_voters(world: &World, p: &Params, group: u32, rng: &mut SmallRng) -> Vec
         .map(|(_, raft)| raft.metrics().borrow().clone())
         .max_by_key(|m| (m.current_term, m.last_log_index))
         .map(|m| m.membership_config.membership().voter_ids().collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The voters to ask for: the group's current voters with one swapped for a non-voter (5 nodes),
+/// or one removed / the full set restored (3 nodes); a replaced node's id always gives way to
+/// its successor's.
+fn next_voters(world: &World, group: u32, rng: &mut SmallRng) -> Vec<u64> {
+    let all: Vec<u64> = world.ops.members.borrow().clone();
+    let current = current_voters(world, group);
     let outside: Vec<u64> = all
         .iter()
         .copied()
         .filter(|n| !current.contains(n))
         .collect();
-    let mut next = current.clone();
-    if current.len() == 3 && p.nodes == 3 {
+    let mut next: Vec<u64> = current
+        .iter()
+        .copied()
+        .filter(|v| all.contains(v))
+        .collect();
+    if next.len() < current.len() {
+        next.extend(outside.iter().take(current.len() - next.len()));
+    } else if current.len() == 3 && all.len() == 3 {
         next.remove(rng.gen_range(0..next.len()));
     } else if current.len() == 3 {
         let out = rng.gen_range(0..next.len());
@@ -449,7 +506,7 @@ fn next_voters(world: &World, p: &Params, group: u32, rng: &mut SmallRng) -> Vec
 }
 
 fn kill(sim: &mut turmoil::Sim<'_>, inj: &mut Injector, nodes: &[usize]) {
-    for n in nodes {
+    for n in nodes.iter().filter(|n| !inj.gone.contains(n)) {
         if inj.down.insert(*n) {
             sim.crash(node_name(*n));
             let pending = inj.disks[*n].mem.pending_writes();
@@ -474,6 +531,8 @@ fn heal(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, p: &Param
     inj.reboot = None;
     inj.trap_partner = None;
     inj.tail = None;
+    inj.large = None;
+    world.ops.bulk_cut.set(false);
     for disk in &inj.disks {
         disk.slow_syncs(Duration::ZERO);
     }
@@ -515,7 +574,7 @@ fn step_tail_loss(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector,
                 return;
             }
             let lost = inj.disks[leader].mem.pending_writes();
-            for n in 0..inj.disks.len() {
+            for n in (0..inj.disks.len()).filter(|n| !inj.gone.contains(n)) {
                 if inj.down.insert(n) {
                     sim.crash(node_name(n));
                 }
@@ -622,7 +681,9 @@ fn step_tail_loss(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector,
 }
 
 fn restart(sim: &mut turmoil::Sim<'_>, world: &World, inj: &mut Injector, n: usize) {
-    inj.down.remove(&n);
+    if !inj.down.remove(&n) {
+        return;
+    }
     world.rafts.borrow_mut().retain(|(node, _), _| *node != n);
     sim.bounce(node_name(n));
 }

@@ -9,6 +9,8 @@
 //! - [`harness`]: one run of one seed: cluster, faults, healing, liveness, checks.
 //! - [`workload`]: the clients and what they record.
 //! - [`injector`]: steps the simulation, injects and heals faults, springs timed traps.
+//! - [`operator`]: operator faults: a large snapshot install, a node replaced under a new id,
+//!   a backup restored into fresh nodes.
 //! - [`checker`]: the linearizability checker (and its brute-force oracle).
 //! - [`lifecycle`]: rotations, principals and limits, access times and deadlines.
 //! - [`trace`]: the event log and its hash.
@@ -26,6 +28,7 @@ pub mod harness;
 pub mod injector;
 pub mod lifecycle;
 pub mod net;
+pub mod operator;
 pub mod swarm;
 pub mod trace;
 pub mod workload;

@@ -24,7 +24,7 @@ use crate::swarm::Params;
 /// Principals the workload logs in as; the namespace allows each `Params::principal_limit`.
 pub const PRINCIPALS: [&str; 2] = ["ann", "bob"];
 
-fn value_of(attributes: &Attributes) -> u64 {
+pub fn value_of(attributes: &Attributes) -> u64 {
     attributes
         .get("v")
         .and_then(|v| v.as_slice().try_into().ok())

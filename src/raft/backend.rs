@@ -101,7 +101,21 @@ pub trait Backend: Send + Sync + 'static {
     fn save_snapshot(&self, group: GroupId, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
         self.write_snapshot(group, Box::new(move |w| w.write_all(&bytes)))
     }
+
+    /// Runs CPU-heavy encoding (a backup image) off the async workers: on tokio's blocking pool
+    /// by default. [`MemBackend`] runs it inline, so a simulation stays deterministic (a thread
+    /// of the blocking pool finishes at a moment no seed decides).
+    fn offload(&self, work: Offload) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(io::Error::other)
+        })
+    }
 }
+
+/// Work for [`Backend::offload`].
+pub type Offload = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 /// In-memory storage with crash semantics.
 #[derive(Clone, Default)]
@@ -271,6 +285,10 @@ impl Backend for MemBackend {
             }
         }
         Ok(view.entries_in(start, end))
+    }
+
+    fn offload(&self, work: Offload) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        Box::pin(std::future::ready(Ok(work())))
     }
 }
 
