@@ -3,6 +3,7 @@
 # `appendfsync always`, one system at a time, in one run, and prints ratios.
 #
 #   bench/redis-benchmark.sh [path/to/steadfast]
+#   bench/redis-benchmark.sh --summarize OUT_DIR      (the table again, from OUT_DIR/results.tsv)
 #
 # steadfast: `steadfast up --groups 8 --no-restart` (3 node processes on loopback), the benchmark
 # pointed at node 1's RESP port (node 1 forwards keys whose group leader is elsewhere).
@@ -21,6 +22,7 @@
 # Every process this script starts is stopped by PID on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+if [ "${1:-}" = --summarize ]; then SUMMARIZE_ONLY=$2; set --; fi
 src_bin=${1:-$here/../target/release/steadfast}
 PASSES=${PASSES:-2} N=${N:-100000} CLIENTS=${CLIENTS:-64}
 SF_BASE_PORT=${SF_BASE_PORT:-17301} SF_REDIS_PORT=${SF_REDIS_PORT:-17311}
@@ -126,6 +128,41 @@ run_system() { # run_system PASS SYSTEM
   stop_server
 }
 
+# The table: medians over the passes; ratios taken within each pass (median and range).
+summarize() {
+  python3 - "$1" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+def vals(sys_, pipe, test, col):
+    return {r["pass"]: float(r[col]) for r in rows
+            if (r["system"], r["pipeline"], r["test"]) == (sys_, pipe, test) and r[col] != "NA"}
+def med(sys_, pipe, test, col):
+    v = list(vals(sys_, pipe, test, col).values())
+    return statistics.median(v) if v else float("nan")
+def ratio(a, b, pipe, test):
+    x, y = vals(a, pipe, test, "rps"), vals(b, pipe, test, "rps")
+    r = [x[p] / y[p] for p in x if p in y]
+    return f"**{statistics.median(r):.2f}x** ({min(r):.2f}–{max(r):.2f})" if r else "NA"
+def lat(sys_, pipe, test):
+    return " / ".join(f"{med(sys_, pipe, test, c):g}" for c in ("p50_ms", "p99_ms", "p999_ms", "max_ms"))
+others = [s for s in ("redis", "baseline") if any(r["system"] == s for r in rows)]
+names = {"redis": "Redis AOF always", "baseline": "baseline steadfast"}
+head = "| test | steadfast req/s | p50 / p99 / p99.9 / max ms |"
+for o in others:
+    head += f" {names[o]} req/s | p50 / p99 / p99.9 / max ms | steadfast / {names[o]} |"
+print(head + " server CPU ms per 1k requests (steadfast" + "".join(f", {o}" for o in others) + ") |")
+print("|---" * (3 + 3 * len(others) + 1) + "|")
+for test in ("SET", "GET"):
+    for pipe in ("1", "16"):
+        line = f"| {test} -P {pipe} | {med('steadfast', pipe, test, 'rps'):,.0f} | {lat('steadfast', pipe, test)} |"
+        for o in others:
+            line += f" {med(o, pipe, test, 'rps'):,.0f} | {lat(o, pipe, test)} | {ratio('steadfast', o, pipe, test)} |"
+        cpu = [f"{med(s, pipe, test, 'server_cpu_ms_per_1k'):.0f}" for s in ["steadfast"] + others]
+        print(line + " " + ", ".join(cpu) + " |")
+EOF
+}
+
+if [ -n "${SUMMARIZE_ONLY:-}" ]; then summarize "$SUMMARIZE_ONLY/results.tsv"; exit 0; fi
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "steadfast: $("$work/steadfast" --version 2>/dev/null || echo "?") ($src_bin)"
@@ -141,34 +178,5 @@ for pass in $(seq 1 "$PASSES"); do
   for sys in $order; do run_system "$pass" "$sys"; done
 done
 
-python3 - "$OUT/results.tsv" <<'EOF'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-def med(sys_, pipe, test, col):
-    v = [float(r[col]) for r in rows if (r["system"], r["pipeline"], r["test"]) == (sys_, pipe, test)
-         and r[col] != "NA"]
-    return statistics.median(v) if v else float("nan")
-print("| test | pipeline | steadfast req/s | p50 / p99 / p99.9 / max ms | Redis AOF always req/s |"
-      " p50 / p99 / p99.9 / max ms | steadfast / Redis | CPU ms per 1k req (steadfast, Redis) |")
-print("|---|---|---|---|---|---|---|---|")
-for test in ("SET", "GET"):
-    for pipe in ("1", "16"):
-        s = {c: med("steadfast", pipe, test, c) for c in
-             ("rps", "p50_ms", "p99_ms", "p999_ms", "max_ms", "server_cpu_ms_per_1k")}
-        r = {c: med("redis", pipe, test, c) for c in s}
-        lat = lambda d: f"{d['p50_ms']:g} / {d['p99_ms']:g} / {d['p999_ms']:g} / {d['max_ms']:g}"
-        print(f"| {test} | -P {pipe} | {s['rps']:,.0f} | {lat(s)} | {r['rps']:,.0f} | {lat(r)} |"
-              f" **{s['rps'] / r['rps']:.2f}x** | {s['server_cpu_ms_per_1k']:.0f}, "
-              f"{r['server_cpu_ms_per_1k']:.0f} |")
-if any(r["system"] == "baseline" for r in rows):
-    print()
-    print("| test | pipeline | baseline req/s | p50 / p99 ms | steadfast / baseline |")
-    print("|---|---|---|---|---|")
-    for test in ("SET", "GET"):
-        for pipe in ("1", "16"):
-            b = med("baseline", pipe, test, "rps")
-            s_ = med("steadfast", pipe, test, "rps")
-            print(f"| {test} | -P {pipe} | {b:,.0f} | {med('baseline', pipe, test, 'p50_ms'):g} / "
-                  f"{med('baseline', pipe, test, 'p99_ms'):g} | **{s_ / b:.2f}x** |")
-EOF
+summarize "$OUT/results.tsv"
 echo "raw outputs: $OUT" >&2
