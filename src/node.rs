@@ -534,9 +534,12 @@ async fn write(handle: &GroupHandle, request: Request, addresses: &Addresses) ->
     }
     match handle.proposer.write(request).await {
         Ok(r) => ResponseBody::Written(r),
-        Err(ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            ResponseBody::Error(not_leader(f, addresses))
-        }
+        Err(ProposeError::Raft(e)) => match *e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                ResponseBody::Error(not_leader(f, addresses))
+            }
+            other => ResponseBody::Error(WireError::Unavailable(other.to_string())),
+        },
         Err(e) => ResponseBody::Error(WireError::Unavailable(e.to_string())),
     }
 }

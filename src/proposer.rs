@@ -25,7 +25,7 @@ use crate::GroupId;
 pub enum ProposeError {
     /// Raft refused or failed the write (`ForwardToLeader`: not proposed here).
     #[error(transparent)]
-    Raft(#[from] RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
+    Raft(Box<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>),
     /// This node's vote moved on while the write was in flight: it may or may not commit.
     #[error("leadership changed while the write was in flight; its outcome is unknown")]
     LeadershipChanged,
@@ -72,7 +72,7 @@ impl Proposer {
 }
 
 fn stopped() -> ProposeError {
-    ProposeError::Raft(RaftError::Fatal(openraft::error::Fatal::Stopped))
+    ProposeError::Raft(Box::new(RaftError::Fatal(openraft::error::Fatal::Stopped)))
 }
 
 async fn run(raft: Raft, group: GroupId, mut rx: mpsc::UnboundedReceiver<Pending>, depth: usize) {
@@ -119,7 +119,7 @@ async fn propose(raft: Raft, group: GroupId, pending: Vec<Pending>) {
     let vote = server.borrow_and_update().vote;
     let result = tokio::select! {
         biased;
-        r = raft.client_write(Batch { requests }) => r.map_err(ProposeError::Raft),
+        r = raft.client_write(Batch { requests }) => r.map_err(|e| ProposeError::Raft(Box::new(e))),
         () = leadership_changed(&mut server, vote) => {
             tracing::debug!(group = group.0, "leadership changed with a write in flight");
             Err(ProposeError::LeadershipChanged)
@@ -129,9 +129,9 @@ async fn propose(raft: Raft, group: GroupId, pending: Vec<Pending>) {
         Ok(written) => {
             let mut responses = written.data.responses.into_iter();
             for reply in replies {
-                let r = responses.next().ok_or(ProposeError::Raft(RaftError::Fatal(
-                    openraft::error::Fatal::Panicked,
-                )));
+                let r = responses.next().ok_or_else(|| {
+                    ProposeError::Raft(Box::new(RaftError::Fatal(openraft::error::Fatal::Panicked)))
+                });
                 let _ = reply.send(r);
             }
         }
