@@ -92,11 +92,14 @@ scenario() { # scenario APP PORT_A PORT_B USER
 }
 
 start_app() { # start_app NAME PORT NODE
-  local name=$1 port=$2 url="redis://127.0.0.1:$(resp "$3")"
+  local name=$1 port=$2 url="redis://127.0.0.1:$(resp "$3")" log="$work/$1-$2.log"
+  # Each `( … exec app ) &` is the app's own PID, so cleanup stops the app itself (a PID of a
+  # wrapping subshell would leave the app running, holding whatever the script held).
   case $name in
-    express) (cd "$here/express" && PORT=$port REDIS_URL=$url exec node app.js) ;;
-    flask) (cd "$here/flask" && PORT=$port REDIS_URL=$url exec "$here/.venv/bin/python" app.py) ;;
-  esac >"$work/$name-$port.log" 2>&1 &
+    express) (cd "$here/express" && PORT=$port REDIS_URL=$url exec node app.js) >"$log" 2>&1 & ;;
+    flask) (cd "$here/flask" && PORT=$port REDIS_URL=$url exec "$here/.venv/bin/python" app.py) \
+      >"$log" 2>&1 & ;;
+  esac
   pids+=($!)
   wait_for "$name on $port" curl -sf "http://127.0.0.1:$port/basket"
 }
