@@ -485,13 +485,17 @@ fn attributes(input: &mut Input<'_>) -> Attributes {
 /// Bytes from a Redis client: decoded as pipelined RESP requests (fed in pieces whose size the
 /// first byte picks, so partial reads are exercised), each planned as a command and, if it is a
 /// key command, applied to a state machine as one `Command::Redis` batch; every reply is
-/// encoded as RESP2 and RESP3. Checks: decoding a whole buffer and the same bytes piecewise gives
-/// the same requests (until the first error), no request exceeds the argument limit, and the
-/// state survives `from_image(to_image(s))` with an equal digest.
+/// encoded as RESP2 and RESP3. `(P)(UN)SUBSCRIBE` change one connection's subscriptions and
+/// `CONFIG` is answered; every deletion or expiry the batches make is matched against the
+/// subscriptions as a keyspace notification and its messages encoded. Checks: decoding a whole
+/// buffer and the same bytes piecewise gives the same requests (until the first error), no
+/// request exceeds the argument limit, subscriptions stay within their limit, and the state
+/// survives `from_image(to_image(s))` with an equal digest.
 pub fn resp_request(data: &[u8]) {
     use crate::command::redis::{RedisBatch, Reply};
     use crate::resp::codec::{encode, RequestDecoder};
     use crate::resp::plan::{plan, Planned};
+    use crate::resp::pubsub::{Kind, Notification, Subscriptions};
     use tokio_util::codec::Decoder;
 
     let Some((&step, input)) = data.split_first() else {
@@ -520,6 +524,8 @@ pub fn resp_request(data: &[u8]) {
     );
     let mut state = SessionState::default();
     let mut out = bytes::BytesMut::new();
+    let mut subs = Subscriptions::default();
+    let mut frames = Vec::new();
     for (i, args) in whole.iter().take(COMMANDS_MAX).enumerate() {
         assert!(args.len() <= limits::RESP_ARGS_MAX);
         let Some((name, rest)) = args.split_first() else {
@@ -537,17 +543,43 @@ pub fn resp_request(data: &[u8]) {
                         delete_grace_ms: u64::from(step) * 10,
                     }),
                 };
-                match state.apply(i as u64 + 1, &request).outcome {
+                let reply = match state.apply(i as u64 + 1, &request).outcome {
                     Outcome::Redis(Some(replies)) => Reply::Array(replies),
                     other => panic!("a batch without watches always runs: {other:?}"),
+                };
+                let events = state
+                    .events_from(i as u64 + 1, usize::MAX)
+                    .unwrap_or_default();
+                for n in events.iter().filter_map(|e| Notification::of(&e.kind)) {
+                    subs.messages(&n, &mut frames);
                 }
+                reply
             }
             Some(Ok(Planned::CrossGroupRename { .. })) => Reply::Ok,
             Some(Err(e)) => e,
-            None => Reply::Nil,
+            None => {
+                let answers = match name.as_str() {
+                    "SUBSCRIBE" => subs
+                        .subscribe(Kind::Channel, rest)
+                        .unwrap_or_else(|e| vec![e]),
+                    "PSUBSCRIBE" => subs
+                        .subscribe(Kind::Pattern, rest)
+                        .unwrap_or_else(|e| vec![e]),
+                    "UNSUBSCRIBE" => subs.unsubscribe(Kind::Channel, rest),
+                    "PUNSUBSCRIBE" => subs.unsubscribe(Kind::Pattern, rest),
+                    "CONFIG" => vec![crate::resp::info::config(rest)],
+                    _ => Vec::new(),
+                };
+                frames.extend(answers);
+                Reply::Nil
+            }
         };
-        encode(&reply, false, &mut out);
-        encode(&reply, true, &mut out);
+        assert!(subs.count() <= limits::RESP_SUBSCRIPTIONS_MAX);
+        frames.push(reply);
+        for f in frames.drain(..) {
+            encode(&f, false, &mut out);
+            encode(&f, true, &mut out);
+        }
         out.clear();
     }
     let back = SessionState::from_image(state.to_image()).expect("own image is valid");

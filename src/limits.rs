@@ -73,6 +73,13 @@ pub const REDIS_MULTI_COMMANDS_MAX: usize = 1024;
 pub const REDIS_WATCHED_KEYS_MAX: usize = 256;
 /// RESP connections one node serves at once; more are refused with an error.
 pub const RESP_CONNECTIONS_MAX: usize = 4096;
+/// Channels plus patterns one RESP connection may subscribe to.
+pub const RESP_SUBSCRIPTIONS_MAX: usize = 1024;
+/// The longest channel name or pattern a RESP connection may subscribe to.
+pub const RESP_CHANNEL_BYTES_MAX: usize = REDIS_KEY_BYTES_MAX + 64;
+/// Keyspace notifications buffered for a node's subscribers; a subscriber further behind is
+/// disconnected (as Redis disconnects a pub/sub client over its output buffer limit).
+pub const RESP_NOTIFICATIONS_BUFFERED: usize = 16 * 1024;
 
 const _: () = assert!(FRAME_BYTES_MAX > SESSION_BYTES_MAX * 2);
 const _: () = assert!(APPEND_BYTES_MAX >= BATCH_BYTES_MAX + REQUEST_BYTES_MAX);

@@ -62,6 +62,22 @@ pub enum EventKind {
         /// The new id.
         to: SessionId,
     },
+    /// A Redis key was deleted (`DEL`, `UNLINK`, `GETDEL`, an emptied hash or set, a deadline
+    /// set in the past): what `Deleted` is for a session, with the key's name, which keyspace
+    /// notifications (`__keyevent@0__:del`) carry. A key moved by `RENAME` is `Deleted`.
+    KeyDeleted {
+        /// The key's session id.
+        id: SessionId,
+        /// The key's name.
+        name: Vec<u8>,
+    },
+    /// A Redis key's deadline passed (`__keyevent@0__:expired`): `Expired`, with the name.
+    KeyExpired {
+        /// The key's session id.
+        id: SessionId,
+        /// The key's name.
+        name: Vec<u8>,
+    },
 }
 
 /// The whole replicated state of one group.
@@ -678,8 +694,9 @@ impl SessionState {
                 .get(&id)
                 .is_some_and(|s| s.expires_at_ms() == at)
             {
+                let event = self.expired_event(id);
                 self.kill(&id);
-                self.emit(EventKind::Expired(id));
+                self.emit(event);
                 purged += 1;
             }
         }

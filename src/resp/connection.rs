@@ -1,39 +1,77 @@
 //! One RESP connection: reads pipelined requests, answers each in order, and keeps the
 //! connection's state (protocol version, authentication, name, `MULTI` queue, `WATCH`ed keys).
 //!
-//! Requests are answered one after another in arrival order; every reply of one read is written
-//! back in one write. Malformed input gets one `-ERR Protocol error` line and the connection is
-//! closed (other connections are untouched).
+//! Requests are answered in arrival order; every reply of one read is written back in one
+//! write. Pipelined key commands on distinct keys run concurrently (they commute; see
+//! [`pipeline`]); anything else waits for what came before it. Malformed input gets one
+//! `-ERR Protocol error` line and the connection is closed (other connections are untouched). A subscribed connection also receives keyspace
+//! notifications between replies (push frames in RESP3; in RESP2 it may then only (un)subscribe,
+//! `PING`, `QUIT` or `RESET`, as in Redis).
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::Decoder;
+use tokio::sync::broadcast;
 
 use crate::command::redis::{KeyType, Reply};
 use crate::id::SessionId;
 use crate::limits;
 use crate::transport::BoxStream;
 
-use super::codec::{encode, RequestDecoder};
+use super::codec::encode;
 use super::exec::CROSSSLOT;
 use super::keyspace::{key_id, Cursor};
 use super::plan::{plan, Plan, Planned, KEY_COMMANDS};
+use super::pubsub::{Kind, Notification, Subscriptions};
 use super::{info, Shared};
+
+mod pipeline;
 
 /// RESP commands served, by `command` and `result` (`ok` or `error`).
 pub const METRIC_RESP_COMMANDS: &str = "steadfast_resp_commands_total";
 /// Time to answer a RESP command, by `command`.
 pub const METRIC_RESP_SECONDS: &str = "steadfast_resp_command_duration_seconds";
 
-/// Replies buffered before they are written even if more requests are waiting.
-const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
+/// Notifications taken from the hub at once before they are written.
+const NOTIFICATIONS_PER_WRITE: usize = 256;
 
 /// Connection commands (beside [`KEY_COMMANDS`]), for `COMMAND` and metric labels.
 pub const CONNECTION_COMMANDS: &[&str] = &[
-    "PING", "ECHO", "HELLO", "AUTH", "SELECT", "CLIENT", "INFO", "COMMAND", "QUIT", "RESET",
-    "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SCAN", "KEYS", "DBSIZE",
+    "PING",
+    "ECHO",
+    "HELLO",
+    "AUTH",
+    "SELECT",
+    "CLIENT",
+    "INFO",
+    "COMMAND",
+    "QUIT",
+    "RESET",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SCAN",
+    "KEYS",
+    "DBSIZE",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "CONFIG",
+];
+
+/// What a subscribed RESP2 connection may still send.
+const SUBSCRIBED_COMMANDS: &[&str] = &[
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "PING",
+    "QUIT",
+    "RESET",
 ];
 
 struct Conn {
@@ -44,12 +82,24 @@ struct Conn {
     /// Queued plans of an open `MULTI`, and whether queueing one failed (EXEC then aborts).
     multi: Option<(Vec<Plan>, bool)>,
     watches: Vec<(SessionId, Option<u64>)>,
+    /// Channels and patterns subscribed to.
+    subs: Subscriptions,
+    /// Keyspace notifications, while anything is subscribed.
+    feed: Option<broadcast::Receiver<Arc<Notification>>>,
+    /// Frames a command answers after its first (one per channel of `SUBSCRIBE a b`).
+    extra: Vec<Reply>,
 }
 
 /// What to do after a reply.
 enum After {
     Continue,
     Close,
+}
+
+/// What woke a waiting connection.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Notified(Result<Vec<Reply>, Reply>),
 }
 
 /// Serves one connection until the client leaves or sends something malformed.
@@ -61,37 +111,19 @@ pub async fn serve(mut stream: BoxStream, shared: Arc<Shared>, id: u64) {
         name: None,
         multi: None,
         watches: Vec::new(),
+        subs: Subscriptions::default(),
+        feed: None,
+        extra: Vec::new(),
     };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::new();
     loop {
-        loop {
-            match RequestDecoder.decode(&mut input) {
-                Ok(Some(args)) if args.is_empty() => continue,
-                Ok(Some(args)) => {
-                    let (reply, after) = conn.answer(&shared, args).await;
-                    encode(&reply, conn.resp3, &mut output);
-                    if matches!(after, After::Close) {
-                        let _ = stream.write_all(&output).await;
-                        return;
-                    }
-                    if output.len() >= OUTPUT_FLUSH_BYTES {
-                        if stream.write_all(&output).await.is_err() {
-                            return;
-                        }
-                        output.clear();
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(connection = id, error = %e, "closing a RESP connection");
-                    metrics::counter!(METRIC_RESP_COMMANDS, "command" => "malformed", "result" => "error")
-                        .increment(1);
-                    encode(&Reply::err(e), conn.resp3, &mut output);
-                    let _ = stream.write_all(&output).await;
-                    return;
-                }
-            }
+        if conn
+            .answer_buffered(&shared, &mut input, &mut output, &mut stream)
+            .await
+            .is_err()
+        {
+            return;
         }
         if !output.is_empty() {
             if stream.write_all(&output).await.is_err() {
@@ -99,10 +131,57 @@ pub async fn serve(mut stream: BoxStream, shared: Arc<Shared>, id: u64) {
             }
             output.clear();
         }
-        match stream.read_buf(&mut input).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        let wake = tokio::select! {
+            read = stream.read_buf(&mut input) => Wake::Read(read),
+            frames = conn.notifications() => Wake::Notified(frames),
+        };
+        match wake {
+            Wake::Read(Ok(0) | Err(_)) => return,
+            Wake::Read(Ok(_)) => {}
+            Wake::Notified(Ok(frames)) => {
+                for f in &frames {
+                    encode(f, conn.resp3, &mut output);
+                }
+            }
+            Wake::Notified(Err(e)) => {
+                encode(&e, conn.resp3, &mut output);
+                let _ = stream.write_all(&output).await;
+                return;
+            }
         }
+    }
+}
+
+impl Conn {
+    /// The next keyspace notifications' frames for this connection (pending forever while it
+    /// is not subscribed); `Err` if it fell too far behind, and is to be closed.
+    async fn notifications(&mut self) -> Result<Vec<Reply>, Reply> {
+        let Some(feed) = self.feed.as_mut() else {
+            return std::future::pending().await;
+        };
+        let behind = |n: u64| {
+            Reply::err(format!(
+                "steadfast: this subscriber fell {n} keyspace notifications behind; \
+                 reconnect and subscribe again"
+            ))
+        };
+        let mut frames = Vec::new();
+        match feed.recv().await {
+            Ok(n) => self.subs.messages(&n, &mut frames),
+            Err(broadcast::error::RecvError::Lagged(n)) => return Err(behind(n)),
+            Err(broadcast::error::RecvError::Closed) => {
+                self.feed = None;
+                return Ok(frames);
+            }
+        }
+        for _ in 1..NOTIFICATIONS_PER_WRITE {
+            match feed.try_recv() {
+                Ok(n) => self.subs.messages(&n, &mut frames),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => return Err(behind(n)),
+                Err(_) => break,
+            }
+        }
+        Ok(frames)
     }
 }
 
@@ -146,6 +225,14 @@ impl Conn {
                 After::Continue,
             );
         }
+        if !self.resp3 && self.subs.count() > 0 && !SUBSCRIBED_COMMANDS.contains(&name) {
+            let refusal = format!(
+                "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+                 RESET are allowed in this context",
+                name.to_ascii_lowercase()
+            );
+            return (Reply::err(refusal), After::Continue);
+        }
         if self.multi.is_some()
             && !matches!(
                 name,
@@ -162,13 +249,16 @@ impl Conn {
                 self.multi = None;
                 self.watches.clear();
                 self.authenticated = shared.options.password.is_none();
+                self.subs = Subscriptions::default();
+                self.feed = None;
                 Reply::Simple("RESET".into())
             }
-            "PING" => match args {
-                [] => Reply::Simple("PONG".into()),
-                [m] => Reply::Bulk(m.to_vec()),
-                _ => arity(name),
-            },
+            "PING" => self.ping(args),
+            "SUBSCRIBE" => self.subscribe(shared, Kind::Channel, args).await,
+            "PSUBSCRIBE" => self.subscribe(shared, Kind::Pattern, args).await,
+            "UNSUBSCRIBE" => self.unsubscribe(Kind::Channel, args),
+            "PUNSUBSCRIBE" => self.unsubscribe(Kind::Pattern, args),
+            "CONFIG" => info::config(args),
             "ECHO" => match args {
                 [m] => Reply::Bulk(m.to_vec()),
                 _ => arity(name),
@@ -283,6 +373,59 @@ impl Conn {
             );
         }
         shared.executor.exec(&plans, watches).await
+    }
+
+    /// `PING`; a subscribed RESP2 connection gets `["pong", message]`, as in Redis.
+    fn ping(&self, args: &[Bytes]) -> Reply {
+        let subscribed = !self.resp3 && self.subs.count() > 0;
+        match (args, subscribed) {
+            ([], false) => Reply::Simple("PONG".into()),
+            ([m], false) => Reply::Bulk(m.to_vec()),
+            ([], true) => Reply::Array(vec![Reply::text("pong"), Reply::text("")]),
+            ([m], true) => Reply::Array(vec![Reply::text("pong"), Reply::Bulk(m.to_vec())]),
+            _ => arity("PING"),
+        }
+    }
+
+    /// `SUBSCRIBE`/`PSUBSCRIBE`: joins the node's keyspace notifications first, so that every
+    /// deletion or expiry committed after the confirmation reaches this connection.
+    async fn subscribe(&mut self, shared: &Shared, kind: Kind, args: &[Bytes]) -> Reply {
+        if args.is_empty() {
+            return arity(match kind {
+                Kind::Channel => "SUBSCRIBE",
+                Kind::Pattern => "PSUBSCRIBE",
+            });
+        }
+        if self.feed.is_none() {
+            match shared.hub.join().await {
+                Ok(feed) => self.feed = Some(feed),
+                Err(e) => return e,
+            }
+        }
+        let frames = self.subs.subscribe(kind, args);
+        if self.subs.count() == 0 {
+            self.feed = None;
+        }
+        match frames {
+            Ok(frames) => self.frames(frames),
+            Err(e) => e,
+        }
+    }
+
+    fn unsubscribe(&mut self, kind: Kind, args: &[Bytes]) -> Reply {
+        let frames = self.subs.unsubscribe(kind, args);
+        if self.subs.count() == 0 {
+            self.feed = None;
+        }
+        self.frames(frames)
+    }
+
+    /// The first of several frames as the reply; the others follow it (`extra`).
+    fn frames(&mut self, frames: Vec<Reply>) -> Reply {
+        let mut frames = frames.into_iter();
+        let first = frames.next().unwrap_or(Reply::Nil);
+        self.extra.extend(frames);
+        first
     }
 
     async fn watch(&mut self, shared: &Shared, args: &[Bytes]) -> Reply {

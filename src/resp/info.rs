@@ -86,3 +86,66 @@ pub fn command(args: &[Bytes]) -> Reply {
         Some(_) => Reply::err("COMMAND supports COUNT, DOCS and INFO in steadfast"),
     }
 }
+
+/// The configuration parameters `CONFIG GET` reports: keyspace notifications as steadfast
+/// publishes them (Spring Session reads this), and the persistence settings benchmark and
+/// monitoring tools ask for (every write is durable on a majority; there are no RDB saves).
+const CONFIG: &[(&str, &str)] = &[
+    (
+        "notify-keyspace-events",
+        super::pubsub::NOTIFY_KEYSPACE_EVENTS,
+    ),
+    ("databases", "1"),
+    ("appendonly", "yes"),
+    ("appendfsync", "always"),
+    ("save", ""),
+];
+
+/// The flags `notify-keyspace-events` accepts (Redis's).
+const NOTIFY_FLAGS: &[u8] = b"KEg$lshzxetmdnA";
+
+/// `CONFIG GET pattern...`, `CONFIG SET notify-keyspace-events flags`, `CONFIG RESETSTAT`.
+/// `SET` accepts any valid `notify-keyspace-events` flags (clients such as Spring Session send
+/// them at start) and leaves what is in effect as it is: `del` and `expired` notifications
+/// always reach subscribers, and cost nothing while nobody subscribes.
+pub fn config(args: &[Bytes]) -> Reply {
+    let Some((sub, rest)) = args.split_first() else {
+        return Reply::err("wrong number of arguments for 'config' command");
+    };
+    match (sub.to_ascii_uppercase().as_slice(), rest) {
+        (b"GET", patterns) if !patterns.is_empty() => Reply::Map(
+            CONFIG
+                .iter()
+                .filter(|(name, _)| {
+                    patterns.iter().any(|p| {
+                        super::keyspace::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
+                    })
+                })
+                .map(|(name, value)| (Reply::text(*name), Reply::text(*value)))
+                .collect(),
+        ),
+        (b"SET", pairs) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+            for pair in pairs.chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                if name != "notify-keyspace-events" {
+                    return Reply::err(format!(
+                        "Unknown option or number of arguments for CONFIG SET - '{name}' \
+                         (steadfast accepts notify-keyspace-events only)"
+                    ));
+                }
+                if !pair[1].iter().all(|f| NOTIFY_FLAGS.contains(f)) {
+                    return Reply::err(
+                        "CONFIG SET failed (possibly related to argument 'notify-keyspace-events') \
+                         - Invalid event class character. Use 'Ag$lshzxeKEtmdn'.",
+                    );
+                }
+            }
+            Reply::Ok
+        }
+        (b"RESETSTAT", []) => Reply::Ok,
+        _ => Reply::err(
+            "unknown subcommand or wrong number of arguments for 'CONFIG' (steadfast supports \
+             GET, SET notify-keyspace-events, RESETSTAT)",
+        ),
+    }
+}

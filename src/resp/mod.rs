@@ -8,6 +8,7 @@
 //! - [`exec`]: running them on the cluster through the native [`Client`] (any node serves any
 //!   key: the client forwards to the key's group leader and retries under one request id).
 //! - [`connection`]: one connection's loop and state; [`info`]: introspection replies.
+//! - [`pubsub`]: keyspace notifications (`SUBSCRIBE`/`PSUBSCRIBE`) from the groups' events.
 //!
 //! The state-machine side (what a key operation does) is `crate::state::redis`.
 
@@ -17,6 +18,7 @@ pub mod exec;
 pub mod info;
 pub mod keyspace;
 pub mod plan;
+pub mod pubsub;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct Shared {
     pub options: RespOptions,
     /// The listening port (for `INFO`).
     pub port: u16,
+    /// Keyspace notifications for subscribed connections.
+    pub hub: Arc<pubsub::Hub>,
     open: AtomicUsize,
 }
 
@@ -65,11 +69,13 @@ pub fn spawn(
     client: Client,
     options: RespOptions,
 ) -> JoinHandle<()> {
+    let hub = pubsub::Hub::new(client.clone());
     let executor = exec::Executor::new(client, options.namespace.clone(), options.delete_grace_ms);
     let shared = Arc::new(Shared {
         executor,
         options,
         port,
+        hub,
         open: AtomicUsize::new(0),
     });
     let ids = AtomicU64::new(1);

@@ -98,9 +98,25 @@ impl SessionState {
     }
 
     fn expire_key_if_due(&mut self, id: &SessionId) {
+        let event = self.expired_event(*id);
         if self.expire_if_due(id) {
-            self.emit(EventKind::Expired(*id));
+            self.emit(event);
         }
+    }
+
+    /// The event of `id`'s expiry: `KeyExpired` with the name for a Redis key, else `Expired`.
+    pub(super) fn expired_event(&self, id: SessionId) -> EventKind {
+        match self.key_name(&id) {
+            Some(name) => EventKind::KeyExpired { id, name },
+            None => EventKind::Expired(id),
+        }
+    }
+
+    /// The name of the Redis key `id` (`None` for a native session or no session).
+    fn key_name(&self, id: &SessionId) -> Option<Vec<u8>> {
+        let s = self.sessions.get(id)?;
+        KeyType::of(&s.attributes)?;
+        s.attributes.get(KEY_ATTR).cloned()
     }
 
     fn key(&self, id: &SessionId) -> Option<&Session> {
@@ -252,7 +268,7 @@ impl SessionState {
                 attributes.insert(KEY_ATTR.into(), to.name.clone());
                 // Store the destination first: if it is refused, the source is untouched.
                 self.put(index, to, attributes, deadline, grace)?;
-                self.delete_key(from);
+                self.move_key_away(from);
                 Ok(if *only_if_absent {
                     Reply::Int(1)
                 } else {
@@ -265,7 +281,7 @@ impl SessionState {
                 };
                 let data = postcard::to_allocvec(&s.attributes).expect("attributes always encode");
                 let deadline = s.deadline_ms.map_or(-1, |d| d.min(i64::MAX as u64) as i64);
-                self.delete_key(id);
+                self.move_key_away(id);
                 Ok(Reply::Array(vec![Reply::Bulk(data), Reply::Int(deadline)]))
             }
             RedisOp::PutIn {
@@ -389,8 +405,9 @@ impl SessionState {
             self.emit(EventKind::Created(id));
         }
         if deadline.is_some_and(|d| d <= now) {
+            let event = self.expired_event(id);
             self.kill(&id);
-            self.emit(EventKind::Expired(id));
+            self.emit(event);
         }
         Ok(())
     }
@@ -409,8 +426,20 @@ impl SessionState {
         self.emit(EventKind::Updated(*id));
     }
 
-    /// Deletes a live key (tombstoned, so a grace period can refuse its re-creation).
+    /// Deletes a live key (tombstoned, so a grace period can refuse its re-creation), with a
+    /// `KeyDeleted` event.
     fn delete_key(&mut self, id: &SessionId) -> bool {
+        let Some(name) = self.key_name(id) else {
+            return self.move_key_away(id);
+        };
+        self.kill(id);
+        self.emit(EventKind::KeyDeleted { id: *id, name });
+        true
+    }
+
+    /// Removes a key whose data moves to another name (`RENAME`): a plain `Deleted` event, as
+    /// Redis sends no `del` notification for a renamed key.
+    fn move_key_away(&mut self, id: &SessionId) -> bool {
         if !self.sessions.contains_key(id) {
             return false;
         }
@@ -556,9 +585,11 @@ mod tests {
             Some(vec![Reply::Nil])
         );
         let events = s.events_from(0, 100).expect("retained");
-        assert!(events
-            .iter()
-            .any(|e| e.kind == EventKind::Expired(key(1).id)));
+        let expired = EventKind::KeyExpired {
+            id: key(1).id,
+            name: key(1).name,
+        };
+        assert!(events.iter().any(|e| e.kind == expired), "{events:?}");
         // EXPIRE in the past deletes; PERSIST clears; TTL counts down from the set deadline.
         run(
             &mut s,
@@ -589,6 +620,48 @@ mod tests {
         assert_eq!(
             run(&mut s, 8, 5_000, ops(vec![past, ttl], 0)),
             Some(vec![Reply::Int(1), Reply::Int(-2)])
+        );
+    }
+
+    #[test]
+    fn deletions_and_expiries_of_keys_carry_the_name_and_a_rename_is_no_deletion() {
+        let mut s = SessionState::default();
+        run(&mut s, 1, 1_000, ops(vec![set(1, "v", Expiry::Clear)], 0));
+        run(&mut s, 2, 1_000, ops(vec![set(2, "v", Expiry::In(100))], 0));
+        let rename = RedisOp::Rename {
+            from: key(2).id,
+            to: key(3),
+            only_if_absent: false,
+        };
+        run(&mut s, 3, 1_010, ops(vec![del(1), rename], 0));
+        // The deadline moved with the key: the leader's purge expires it under its new name.
+        let purge = Request {
+            now_ms: 1_200,
+            origin: None,
+            command: Command::Expire,
+        };
+        s.apply(4, &purge);
+        let kinds: Vec<EventKind> = s
+            .events_from(3, 100)
+            .expect("retained")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let name = |n: u8| key(n).name;
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::KeyDeleted {
+                    id: key(1).id,
+                    name: name(1)
+                },
+                EventKind::Created(key(3).id),
+                EventKind::Deleted(key(2).id),
+                EventKind::KeyExpired {
+                    id: key(3).id,
+                    name: name(3)
+                },
+            ]
         );
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real, unmodified Redis client libraries against a steadfast cluster (called by .ci/run):
 # an Express app (express-session + connect-redis + node-redis), a Flask app (Flask-Session +
-# redis-py) and redis-cli. Each app runs as two instances on two different nodes; a user logs
+# redis-py) and redis-cli (also as a keyspace-notification subscriber). Each app runs as two instances on two different nodes; a user logs
 # in, fills a basket through both instances, reads it through the other one, and logs out;
 # then again while a store node is killed (kill -9). Checked: no acknowledged change is lost,
 # and a logged-out session never comes back (its old cookie finds nothing on either instance).
@@ -92,11 +92,14 @@ scenario() { # scenario APP PORT_A PORT_B USER
 }
 
 start_app() { # start_app NAME PORT NODE
-  local name=$1 port=$2 url="redis://127.0.0.1:$(resp "$3")"
+  local name=$1 port=$2 url="redis://127.0.0.1:$(resp "$3")" log="$work/$1-$2.log"
+  # Each `( … exec app ) &` is the app's own PID, so cleanup stops the app itself (a PID of a
+  # wrapping subshell would leave the app running, holding whatever the script held).
   case $name in
-    express) (cd "$here/express" && PORT=$port REDIS_URL=$url exec node app.js) ;;
-    flask) (cd "$here/flask" && PORT=$port REDIS_URL=$url exec "$here/.venv/bin/python" app.py) ;;
-  esac >"$work/$name-$port.log" 2>&1 &
+    express) (cd "$here/express" && PORT=$port REDIS_URL=$url exec node app.js) >"$log" 2>&1 & ;;
+    flask) (cd "$here/flask" && PORT=$port REDIS_URL=$url exec "$here/.venv/bin/python" app.py) \
+      >"$log" 2>&1 & ;;
+  esac
   pids+=($!)
   wait_for "$name on $port" curl -sf "http://127.0.0.1:$port/basket"
 }
@@ -116,6 +119,20 @@ out=$(printf 'MULTI\nHSET cli:cart book 1\nHINCRBY cli:cart book 2\nEXEC\n' | re
 [ "$(redis-cli -3 -p "$(resp 2)" HGET cli:cart book)" = 3 ]
 [ "$(cli --scan --pattern 'cli:*' | sort | tr '\n' ' ')" = "cli:cart cli:greeting " ]
 echo "redis-cli: SET/GET on two nodes, MULTI/EXEC, RESP3, --scan: ok"
+# Keyspace notifications: a subscriber on node 1 hears of a DEL through node 2 and of an expiry.
+events="$work/events.csv"
+redis-cli -p "$(resp 1)" --csv SUBSCRIBE __keyevent@0__:del __keyevent@0__:expired >"$events" &
+sub_pid=$!
+pids+=($sub_pid)
+wait_for "the subscription" grep -q '"subscribe","__keyevent@0__:expired",2' "$events"
+[ "$(redis-cli -p "$(resp 2)" SET cli:gone x)" = OK ]
+[ "$(redis-cli -p "$(resp 2)" DEL cli:gone)" = 1 ]
+[ "$(redis-cli -p "$(resp 3)" SET cli:short x PX 300)" = OK ]
+wait_for "the del notification" grep -q '"message","__keyevent@0__:del","cli:gone"' "$events"
+wait_for "the expired notification" \
+  grep -q '"message","__keyevent@0__:expired","cli:short"' "$events"
+{ kill "$sub_pid" && wait "$sub_pid"; } 2>/dev/null || true
+echo "redis-cli: SUBSCRIBE to del and expired notifications: ok"
 
 echo "--- every node up"
 scenario express 18001 18002 ann

@@ -1,7 +1,7 @@
 //! The Redis protocol listener on a real cluster, spoken over raw TCP (replies decoded with the
 //! `redis-protocol` crate): pipelining, RESP3, errors, malformed input, transactions under
 //! contention, SET after DEL with and without a grace period, absolute expiry, SCAN across
-//! groups, RENAME, any node serving any key, AUTH.
+//! groups, RENAME, any node serving any key, AUTH, keyspace notifications.
 
 use std::time::Duration;
 
@@ -190,6 +190,26 @@ async fn strings_pipelining_errors_and_any_node_serves_any_key() {
         assert_eq!(a.reply().await, Some(s("OK")), "SET p{i}");
         assert_eq!(a.reply().await, Some(s(&i.to_string())), "GET p{i}");
     }
+    // Pipelined commands on distinct keys run concurrently; on one key, in order.
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        batch.extend(encode(&["SET", "same", &i.to_string()]));
+        batch.extend(encode(&["SET", &format!("other{i}"), "x"]));
+    }
+    batch.extend(encode(&["GET", "same"]));
+    batch.extend(encode(&["DEL", "same"]));
+    batch.extend(encode(&["GET", "same"]));
+    a.send_raw(&batch).await;
+    for _ in 0..40 {
+        assert_eq!(a.reply().await, Some(s("OK")));
+    }
+    assert_eq!(
+        a.reply().await,
+        Some(s("19")),
+        "the last SET of the pipeline"
+    );
+    assert_eq!(a.reply().await, Some(V::Int(1)));
+    assert_eq!(a.reply().await, Some(V::Nil), "DEL before GET");
     let keys: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
     let mut del = vec!["DEL"];
     del.extend(keys.iter().map(String::as_str));
@@ -528,4 +548,150 @@ async fn scan_covers_every_group_and_rename_moves_keys_and_a_dead_node_is_surviv
             assert_eq!(a.cmd(&["GET", &key]).await, s("after"));
         }
     }
+}
+
+/// The next `n` replies of a subscribed connection, each a flat list of its parts as text.
+async fn frames(conn: &mut Conn, n: usize) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let frame = conn.reply().await.expect("the subscriber stays connected");
+        out.push(
+            frame
+                .items()
+                .iter()
+                .map(|part| match part {
+                    V::Int(i) => i.to_string(),
+                    V::Nil => "nil".into(),
+                    other => other.text(),
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+fn texts(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|p| p.to_string()).collect()
+}
+
+/// Keyspace notifications come from the groups' committed events: a subscriber on one node is
+/// told of a DEL sent to another node (keys in every group), and of an expiry that only the
+/// leaders' purge commits (nobody reads the key). Each wait is one bounded read.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_are_told_of_deletions_and_expiries_in_every_group() {
+    let _g = serial().await;
+    let c = cluster(&[]).await;
+    tracing::info!("--- Spring Session's start: CONFIG GET, then SET notify-keyspace-events");
+    let mut w = Conn::open(&c.redis[1]).await;
+    assert_eq!(
+        w.cmd(&["CONFIG", "GET", "notify-keyspace-events"]).await,
+        V::Arr(vec![s("notify-keyspace-events"), s("gxKE")])
+    );
+    assert_eq!(
+        w.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Egx"])
+            .await,
+        s("OK")
+    );
+    assert!(w
+        .cmd(&["CONFIG", "SET", "notify-keyspace-events", "Q"])
+        .await
+        .is_err("ERR"));
+
+    tracing::info!("--- a RESP2 subscriber on node 1: two channels and a pattern");
+    let mut sub = Conn::open(&c.redis[0]).await;
+    let (del, expired) = ("__keyevent@0__:del", "__keyevent@0__:expired");
+    sub.send_raw(&encode(&["SUBSCRIBE", del, expired])).await;
+    assert_eq!(
+        frames(&mut sub, 2).await,
+        [
+            texts(&["subscribe", del, "1"]),
+            texts(&["subscribe", expired, "2"])
+        ]
+    );
+    let pattern = "__keyspace@*__:sess:*";
+    sub.send_raw(&encode(&["PSUBSCRIBE", pattern])).await;
+    assert_eq!(
+        frames(&mut sub, 1).await,
+        [texts(&["psubscribe", pattern, "3"])]
+    );
+    assert!(sub
+        .cmd(&["GET", "x"])
+        .await
+        .is_err("ERR Can't execute 'get'"));
+    assert_eq!(sub.cmd(&["PING"]).await, V::Arr(vec![s("pong"), s("")]));
+
+    tracing::info!("--- DEL on node 2 of keys in every group: a del notification for each");
+    let keys: Vec<String> = (0..8).map(|i| format!("sess:{i}")).collect();
+    for k in &keys {
+        assert_eq!(w.cmd(&["SET", k, "v"]).await, s("OK"));
+    }
+    let mut command = vec!["DEL"];
+    command.extend(keys.iter().map(String::as_str));
+    assert_eq!(w.cmd(&command).await, V::Int(8));
+    let mut got = frames(&mut sub, 16).await;
+    got.sort();
+    let mut want: Vec<Vec<String>> = keys
+        .iter()
+        .flat_map(|k| {
+            let channel = format!("__keyspace@0__:{k}");
+            [
+                texts(&["message", del, k.as_str()]),
+                texts(&["pmessage", pattern, channel.as_str(), "del"]),
+            ]
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    tracing::info!("--- SET PX 300, never read: an expired notification once it expires");
+    let start = Instant::now();
+    assert_eq!(w.cmd(&["SET", "sess:x", "v", "PX", "300"]).await, s("OK"));
+    let got = frames(&mut sub, 2).await;
+    assert!(start.elapsed() >= Duration::from_millis(300), "{got:?}");
+    assert_eq!(
+        got,
+        [
+            texts(&["pmessage", pattern, "__keyspace@0__:sess:x", "expired"]),
+            texts(&["message", expired, "sess:x"])
+        ]
+    );
+
+    tracing::info!("--- unsubscribing from everything leaves subscribed mode");
+    sub.send_raw(&encode(&["UNSUBSCRIBE"])).await;
+    assert_eq!(
+        frames(&mut sub, 2).await,
+        [
+            texts(&["unsubscribe", del, "2"]),
+            texts(&["unsubscribe", expired, "1"])
+        ]
+    );
+    sub.send_raw(&encode(&["PUNSUBSCRIBE"])).await;
+    assert_eq!(
+        frames(&mut sub, 1).await,
+        [texts(&["punsubscribe", pattern, "0"])]
+    );
+    assert_eq!(sub.cmd(&["GET", "sess:x"]).await, V::Nil);
+
+    tracing::info!("--- RESP3: push frames, and any command while subscribed");
+    let mut sub3 = Conn::open(&c.redis[2]).await;
+    sub3.resp3 = true;
+    assert!(matches!(sub3.cmd(&["HELLO", "3"]).await, V::Map(_)));
+    sub3.send_raw(&encode(&["SUBSCRIBE", del])).await;
+    assert_eq!(
+        frames(&mut sub3, 1).await,
+        [texts(&["subscribe", del, "1"])]
+    );
+    assert_eq!(sub3.cmd(&["PING"]).await, s("PONG"));
+    assert_eq!(sub3.cmd(&["SET", "sess:3", "v"]).await, s("OK"));
+    sub3.send_raw(&encode(&["DEL", "sess:3"])).await;
+    // The DEL's reply and the notification may come in either order.
+    let mut both = vec![
+        sub3.reply().await.expect("a reply"),
+        sub3.reply().await.expect("a notification"),
+    ];
+    both.sort_by_key(|v| matches!(v, V::Arr(_)));
+    assert_eq!(
+        both,
+        [V::Int(1), V::Arr(vec![s("message"), s(del), s("sess:3")])]
+    );
 }

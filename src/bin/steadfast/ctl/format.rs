@@ -47,8 +47,19 @@ pub fn event_line(e: &Event) -> String {
         EventKind::Deleted(id) => format!("deleted  {id}"),
         EventKind::Rotated { from, to } => format!("rotated  {from} -> {to}"),
         EventKind::TouchedInBatch(list) => format!("touched  {}", ids(list).join(" ")),
+        EventKind::KeyDeleted { id, name } => {
+            format!("deleted  {id} (key {:?})", String::from_utf8_lossy(name))
+        }
+        EventKind::KeyExpired { id, name } => {
+            format!("expired  {id} (key {:?})", String::from_utf8_lossy(name))
+        }
     };
     format!("{:<8} {}  {what}", e.index, utc(e.at_ms))
+}
+
+/// A Redis key's id and name (invalid UTF-8 replaced).
+fn key_json(id: &SessionId, name: &[u8]) -> serde_json::Value {
+    serde_json::json!({ "id": id.to_string(), "key": String::from_utf8_lossy(name) })
 }
 
 /// One event as a JSON object (`kind` in lower case, ids as hex strings).
@@ -64,6 +75,8 @@ pub fn event_json(e: &Event) -> serde_json::Value {
             serde_json::json!({ "from": from.to_string(), "to": to.to_string() }),
         ),
         EventKind::TouchedInBatch(list) => ("touched", serde_json::json!({ "ids": ids(list) })),
+        EventKind::KeyDeleted { id, name } => ("deleted", key_json(id, name)),
+        EventKind::KeyExpired { id, name } => ("expired", key_json(id, name)),
     };
     v["kind"] = kind.into();
     if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
