@@ -22,10 +22,6 @@ use crate::GroupId;
 
 /// Why a write was not applied (or may not have been: the caller's deadline decides).
 #[derive(Clone, Debug, thiserror::Error)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "openraft's error types are large by design (as `result_large_err` at the crate root)"
-)]
 pub enum ProposeError {
     /// Raft refused or failed the write (`ForwardToLeader`: not proposed here).
     #[error(transparent)]

@@ -342,14 +342,30 @@ fn print_try(plan: &Plan, args: &UpArgs, id: &str, version: u64) -> anyhow::Resu
     Ok(())
 }
 
+/// How long `up` waits for its nodes to listen.
+const NODES_LOAD_WITHIN: Duration = Duration::from_secs(300);
+
 async fn wait_ready(addrs: &[String], tls: Option<Tls>) -> anyhow::Result<Client> {
     let mut config = ClientConfig::new(addrs.to_vec());
     config.tls = tls;
     // The demo session lives in a namespace of its own (the limits of the apps' do not apply).
     config.namespace = DEMO_NAMESPACE.into();
-    let client = Client::connect(config)
-        .await
-        .context("connecting to the local cluster")?;
+    // A node listens once it has loaded every group: seconds for a large data directory.
+    let started = tokio::time::Instant::now();
+    let mut told = false;
+    let client = loop {
+        match Client::connect(config.clone()).await {
+            Ok(client) => break client,
+            Err(e) if started.elapsed() < NODES_LOAD_WITHIN => {
+                if !told && started.elapsed() > Duration::from_secs(3) {
+                    out!("steadfast: waiting for the nodes to load their data ({e})");
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the local cluster"),
+        }
+    };
     steadfast::cluster::wait_for_leaders(&client, Duration::from_secs(20))
         .await
         .context("waiting for the local cluster")?;
