@@ -165,6 +165,9 @@ pub struct World {
     pub lifecycle: Rc<RefCell<Vec<LifeOp>>>,
     /// Every id the workload logged in as, numbered.
     pub login_ids: Rc<RefCell<BTreeMap<SessionId, SessionNo>>>,
+    /// Workload and operator tasks that have stopped issuing operations: the final reads wait
+    /// for all of them, so no recorded operation overlaps the final state.
+    pub finished: Rc<Cell<u32>>,
     /// Keys to read as soon as possible (after a whole-cluster restart).
     pub urgent: Rc<RefCell<VecDeque<u64>>>,
     /// Writes acknowledged so far, per group.
@@ -223,6 +226,7 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         clock: Rc::default(),
         rafts: Rc::default(),
         final_reads: Rc::default(),
+        finished: Rc::default(),
         verdict: Rc::default(),
         orders: Rc::default(),
         reconfigured: Rc::default(),
@@ -281,8 +285,10 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
             operator::bulk_writer(world.clone(), p.clone(), rng.gen(), fault_end),
             operator::backup_taker(world.clone(), p.clone(), fault_end),
         );
+        let world = world.clone();
         async move {
             let (a, b, c) = tokio::join!(admin, bulk, backup);
+            world.finished.set(world.finished.get() + 1);
             a.and(b).and(c)
         }
     };
@@ -456,6 +462,13 @@ async fn admin(world: World, until: Duration) -> turmoil::Result {
 /// After healing: liveness probes, final reads, replica digests.
 async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Result {
     tokio::time::sleep(heal_at + Duration::from_secs(1)).await;
+    // Operations still in flight at the heal would otherwise overlap the final reads.
+    let writers = p.clients + 1;
+    while world.finished.get() < writers
+        && turmoil::sim_elapsed().unwrap_or_default() < heal_at + LIVENESS_BOUND
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let live: Vec<String> = world
         .ops
         .members

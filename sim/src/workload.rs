@@ -99,6 +99,7 @@ pub async fn workload(
         let pause = w.rng.gen_range(0..=p.mix.think_ms);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
+    world.finished.set(world.finished.get() + 1);
     Ok(())
 }
 
