@@ -204,16 +204,7 @@ impl Conn {
         let start = tokio::time::Instant::now();
         let name = upper(&args[0]);
         let (reply, after) = self.dispatch(shared, &name, &args[1..]).await;
-        let command = label(&name);
-        let result = if matches!(reply, Reply::Error(_)) {
-            "error"
-        } else {
-            "ok"
-        };
-        metrics::counter!(METRIC_RESP_COMMANDS, "command" => command, "result" => result)
-            .increment(1);
-        metrics::histogram!(METRIC_RESP_SECONDS, "command" => command)
-            .record(start.elapsed().as_secs_f64());
+        record(label(&name), &reply, start.elapsed().as_secs_f64());
         (reply, after)
     }
 
@@ -606,4 +597,15 @@ fn unknown(name: &str, args: &[Bytes]) -> Reply {
         name.to_ascii_lowercase(),
         shown.join(" ")
     ))
+}
+
+/// Counts one answered command (by outcome) and records how long it took.
+fn record(command: &'static str, reply: &Reply, seconds: f64) {
+    let result = if matches!(reply, Reply::Error(_)) {
+        "error"
+    } else {
+        "ok"
+    };
+    metrics::counter!(METRIC_RESP_COMMANDS, "command" => command, "result" => result).increment(1);
+    metrics::histogram!(METRIC_RESP_SECONDS, "command" => command).record(seconds);
 }

@@ -15,7 +15,7 @@ use crate::resp::plan::{plan, Plan, Planned, KEY_COMMANDS};
 use crate::resp::Shared;
 use crate::transport::BoxStream;
 
-use super::{label, upper, After, Conn, METRIC_RESP_COMMANDS, METRIC_RESP_SECONDS};
+use super::{label, record, upper, After, Conn, METRIC_RESP_COMMANDS};
 
 /// Replies buffered before they are written even if more requests are waiting.
 const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
@@ -142,14 +142,7 @@ impl Conn {
         let replies = join_all(run.iter().map(|(_, p)| shared.executor.run(p))).await;
         let seconds = start.elapsed().as_secs_f64();
         for ((command, _), reply) in run.drain(..).zip(replies) {
-            let result = if matches!(reply, Reply::Error(_)) {
-                "error"
-            } else {
-                "ok"
-            };
-            metrics::counter!(METRIC_RESP_COMMANDS, "command" => command, "result" => result)
-                .increment(1);
-            metrics::histogram!(METRIC_RESP_SECONDS, "command" => command).record(seconds);
+            record(command, &reply, seconds);
             encode(&reply, self.resp3, output);
         }
     }
