@@ -152,7 +152,7 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 1000,
             snapshot_every_logs: 5000,
             logs_kept_after_snapshot: 1000,
-            pipeline_depth: 2,
+            pipeline_depth: 1,
         }
     }
 }

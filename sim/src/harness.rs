@@ -122,6 +122,7 @@ pub fn node_config(p: &Params, i: usize) -> NodeConfig {
             election_timeout_max_ms: 600,
             snapshot_every_logs: p.snapshot_every,
             logs_kept_after_snapshot: 3,
+            pipeline_depth: p.pipeline_depth,
             ..RaftTuning::default()
         },
         sessions: SessionDefaults {

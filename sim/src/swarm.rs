@@ -62,6 +62,8 @@ pub struct Params {
     pub snapshot_every: u64,
     /// How long a sync takes.
     pub sync_latency: Duration,
+    /// Log entries a group's leader keeps in flight (the default 1, or a deeper pipeline).
+    pub pipeline_depth: usize,
 }
 
 /// Draws a seed's parameters.
@@ -124,5 +126,6 @@ pub fn params(seed: u64, rng: &mut SmallRng) -> Params {
         fault_weights,
         snapshot_every: rng.gen_range(10..60),
         sync_latency: Duration::from_micros(rng.gen_range(200..3000)),
+        pipeline_depth: [1, 1, 2, 4][rng.gen_range(0..4)],
     }
 }

@@ -49,6 +49,10 @@ struct Inner {
     checkpointing: Arc<AtomicBool>,
     /// Set when a journal write failed: nothing after it may be called durable.
     failed: AtomicBool,
+    /// Held while a snapshot is written: a node writes one group's snapshot at a time, so groups
+    /// that come due together (after a bulk load, say) take turns instead of all encoding and
+    /// syncing at once beside the write load.
+    snapshot_slot: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -87,6 +91,7 @@ impl SledBackend {
                 segment: Mutex::new(segment),
                 checkpointing: Arc::default(),
                 failed: AtomicBool::new(false),
+                snapshot_slot: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -305,6 +310,7 @@ impl Backend for SledBackend {
         let path = self.snapshot_path(group);
         let dir = self.inner.dir.clone();
         Box::pin(async move {
+            let _slot = self.inner.snapshot_slot.lock().await;
             tokio::task::spawn_blocking(move || write_file_durably(&dir, &path, write))
                 .await
                 .map_err(io::Error::other)?

@@ -36,6 +36,9 @@ fn forget_commitment(mut vote: Vote) -> Vote {
     vote
 }
 
+/// The committed id is written to storage once per this many entries (see `save_committed`).
+pub const COMMITTED_SAVE_STRIDE: u64 = 64;
+
 /// A group's Raft log.
 #[derive(Clone)]
 pub struct LogStore {
@@ -49,6 +52,8 @@ pub struct LogStore {
 struct LogInner {
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// The index of the last committed id written to storage (0 = none).
+    committed_saved: u64,
     last_purged: Option<LogId>,
     /// The id of the last entry written, whether or not it is cached.
     last: Option<LogId>,
@@ -137,6 +142,7 @@ impl LogStore {
             cache_limit: cache_bytes,
             ..LogInner::default()
         };
+        inner.committed_saved = inner.committed.map_or(0, |c| c.index);
         // Decode the newest entries into the cache; older ones are read when asked for.
         for (index, bytes) in image.entries.iter().rev() {
             let entry = decode_entry(*index, bytes)?;
@@ -254,9 +260,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // No sync: a stale committed id only means replaying less on restart.
-        self.write(WriteOp::Meta(MetaKey::Committed, codec::encode(&committed)))?;
-        self.lock().committed = committed;
+        // Neither synced nor written every time: a stale committed id only means a restarted
+        // node applies less of its log before a leader tells it the commit index again. Writing
+        // it once per [`COMMITTED_SAVE_STRIDE`] entries saves a storage write per entry.
+        let index = committed.map_or(0, |c| c.index);
+        let due = {
+            let mut inner = self.lock();
+            inner.committed = committed;
+            let due = index >= inner.committed_saved.saturating_add(COMMITTED_SAVE_STRIDE);
+            if due {
+                inner.committed_saved = index;
+            }
+            due
+        };
+        if due {
+            self.write(WriteOp::Meta(MetaKey::Committed, codec::encode(&committed)))?;
+        }
         Ok(())
     }
 
