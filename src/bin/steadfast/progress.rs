@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How often a bar redraws by itself, so a single long step (one large group's backup, a
 /// node catching up) still shows time passing.
@@ -27,7 +27,7 @@ impl Progress {
     pub fn bar(len: u64, unit: &str) -> Self {
         let template = format!(
             "{{spinner}} {{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} \
-             ({{per_sec}}, {{elapsed}}, eta {{eta}})"
+             ({{rate}}, {{elapsed}}, eta {{eta}})"
         );
         Self::new(ProgressBar::new(len), &template)
     }
@@ -46,7 +46,14 @@ impl Progress {
         }
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            .progress_chars("=> ")
+            // Whole steps per second (`{per_sec}` prints four decimals).
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            );
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(TICK_MS));
         Self { bar }
