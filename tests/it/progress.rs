@@ -46,6 +46,9 @@ fn on_a_terminal(args: &[&str]) -> String {
         .join(" ");
     let out = Command::new("script")
         .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+        // A person's terminal has a type; without one (CI's environment may lack it) the bar
+        // library treats the terminal as dumb and draws nothing.
+        .env("TERM", "xterm")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run script(1) (util-linux, Debian's bsdutils)");
