@@ -241,6 +241,17 @@ pub async fn restore_into(
     voters: impl Fn(GroupId) -> Vec<NodeId>,
     addresses: &BTreeMap<NodeId, String>,
 ) -> Result<u32, BackupError> {
+    restore_into_reporting(backup, backend, (node, voters), addresses, |_| {}).await
+}
+
+/// [`restore_into`], calling `on_group` after each group it installed (a progress display).
+pub async fn restore_into_reporting(
+    backup: &Backup,
+    backend: SharedBackend,
+    (node, voters): (NodeId, impl Fn(GroupId) -> Vec<NodeId>),
+    addresses: &BTreeMap<NodeId, String>,
+    mut on_group: impl FnMut(GroupId),
+) -> Result<u32, BackupError> {
     let storage = |e: &dyn std::fmt::Display| BackupError::Storage(e.to_string());
     let flusher = Flusher::spawn(backend.clone());
     let mut restored = 0;
@@ -294,6 +305,7 @@ pub async fn restore_into(
             .map_err(|e| storage(&e))?;
         log.purge(log_id).await.map_err(|e| storage(&e))?;
         restored += 1;
+        on_group(group);
     }
     flusher.flush().await.map_err(|e| storage(&e))?;
     Ok(restored)

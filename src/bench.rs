@@ -77,6 +77,9 @@ fn value(rng: &mut SmallRng, bytes: usize) -> Vec<u8> {
     v
 }
 
+/// How many created sessions [`preload`] reports progress after (a display, rate-limited anyway).
+const PROGRESS_EVERY: usize = 100;
+
 /// Creates `count` sessions, each with attribute `v` of `value_bytes` random bytes (none when
 /// 0), from `concurrency` concurrent creators; `progress` is called with the number done.
 pub async fn preload(
@@ -105,7 +108,7 @@ pub async fn preload(
                 }
                 let (id, _) = client.create(attributes, CreateOptions::default()).await?;
                 ids.push(id);
-                if (n + 1) % 1000 == 0 {
+                if (n + 1) % PROGRESS_EVERY == 0 {
                     progress(n + 1);
                 }
             }

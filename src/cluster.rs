@@ -93,40 +93,59 @@ pub async fn current_voters(client: &Client, patience: Duration) -> Result<Vec<V
     }
 }
 
+/// What [`replace_node`] is doing, for a progress display.
+#[derive(Debug)]
+pub enum ReplaceStep<'a> {
+    /// `group` (the `index`th of `of` groups to move, from 0) is catching the new node up and
+    /// then changing its voters; this is the long part.
+    Moving {
+        group: GroupId,
+        index: usize,
+        of: usize,
+    },
+    /// `group` now has these voters.
+    Moved {
+        group: GroupId,
+        reply: &'a MembershipReply,
+    },
+}
+
 /// Moves every group replica of node `old` to node `new` (at `addr`, or the address the
-/// cluster knows when empty), one group at a time; `on_group` hears of each change. Returns
-/// how many groups changed (0 when there is nothing left to do).
+/// cluster knows when empty), one group at a time; `on_step` hears of each group before and
+/// after its change. Returns how many groups changed (0 when there is nothing left to do).
 pub async fn replace_node(
     client: &Client,
     (old, new): (NodeId, NodeId),
     addr: &str,
     patience: Duration,
-    mut on_group: impl FnMut(GroupId, &MembershipReply),
+    mut on_step: impl FnMut(ReplaceStep<'_>),
 ) -> Result<usize> {
     if old == new {
         return Err(Error::Invalid("old and new node are the same".into()));
     }
-    let mut changed = 0;
-    for (g, voters) in current_voters(client, patience)
+    let moves: Vec<(GroupId, Vec<NodeId>)> = current_voters(client, patience)
         .await?
         .into_iter()
         .enumerate()
-    {
-        if !voters.contains(&old) {
-            continue;
-        }
+        .filter(|(_, voters)| voters.contains(&old))
+        .map(|(g, voters)| (GroupId(g as u32), voters))
+        .collect();
+    let of = moves.len();
+    for (index, (group, voters)) in moves.into_iter().enumerate() {
         let mut next: Vec<(NodeId, String)> = voters
             .iter()
             .filter(|v| **v != old && **v != new)
             .map(|v| (*v, String::new()))
             .collect();
         next.push((new, addr.to_string()));
-        let group = GroupId(g as u32);
+        on_step(ReplaceStep::Moving { group, index, of });
         let reply = client.change_membership(group, &next).await?;
-        on_group(group, &reply);
-        changed += 1;
+        on_step(ReplaceStep::Moved {
+            group,
+            reply: &reply,
+        });
     }
-    Ok(changed)
+    Ok(of)
 }
 
 #[cfg(test)]

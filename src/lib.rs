@@ -66,6 +66,12 @@ pub mod transport;
 #[doc(hidden)]
 pub mod wire;
 
+/// The README's Rust snippets, compiled (and, unless marked `no_run`, run) by
+/// `cargo test --doc`, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use client::Client;
 pub use error::Error;
 pub use id::{ClientId, GroupId, NodeId, SessionId};

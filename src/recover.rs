@@ -164,7 +164,7 @@ async fn install(
             source,
         })?;
     }
-    restore::restore_node(backup, &staged, cluster_id.clone()).await?;
+    restore::restore_node(backup, &staged, cluster_id.clone(), |_| {}).await?;
     let mut kept = sibling(&target, "before-recover");
     let mut n = 1;
     while kept.exists() {

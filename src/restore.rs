@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::backup::{Backup, BackupError};
 use crate::config::NodeConfig;
-use crate::id::fnv1a64;
+use crate::id::{fnv1a64, GroupId};
 use crate::identity::{self, ClusterId, Identity, IdentityError};
 use crate::raft::backend::SledBackend;
 
@@ -63,11 +63,13 @@ pub fn restored_cluster_id(backup: &Backup, config: &NodeConfig) -> ClusterId {
 }
 
 /// Restores `backup` into `config.data_dir` (which must be new or empty) as cluster
-/// `cluster_id`; returns how many group replicas it installed.
+/// `cluster_id`; returns how many group replicas it installed. `on_group` hears of each
+/// group installed (a progress display; the final sync and rename follow the last one).
 pub async fn restore_node(
     backup: &Backup,
     config: &NodeConfig,
     cluster_id: ClusterId,
+    on_group: impl FnMut(GroupId),
 ) -> Result<u32, RestoreError> {
     config.validate()?;
     if backup.header.groups != config.groups {
@@ -95,12 +97,12 @@ pub async fn restore_node(
     std::fs::create_dir_all(&parent).map_err(io(format!("creating {}", parent.display())))?;
     let backend = SledBackend::open(&staging)
         .map_err(io(format!("opening storage under {}", staging.display())))?;
-    let restored = crate::backup::restore_into(
+    let restored = crate::backup::restore_into_reporting(
         backup,
         Arc::new(backend),
-        config.id,
-        |g| config.placement(g),
+        (config.id, |g| config.placement(g)),
         &config.addresses(),
+        on_group,
     )
     .await?;
     identity::store(&staging, &Identity::new(config, cluster_id))?;

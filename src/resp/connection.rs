@@ -2,11 +2,12 @@
 //! connection's state (protocol version, authentication, name, `MULTI` queue, `WATCH`ed keys).
 //!
 //! Requests are answered in arrival order; every reply of one read is written back in one
-//! write. Pipelined key commands on distinct keys run concurrently (they commute; see
-//! [`pipeline`]); anything else waits for what came before it. Malformed input gets one
-//! `-ERR Protocol error` line and the connection is closed (other connections are untouched). A subscribed connection also receives keyspace
-//! notifications between replies (push frames in RESP3; in RESP2 it may then only (un)subscribe,
-//! `PING`, `QUIT` or `RESET`, as in Redis).
+//! write. Pipelined key commands on distinct keys run concurrently (they commute; see the
+//! private `pipeline` module); anything else waits for what came before it. Malformed input
+//! gets one `-ERR Protocol error` line and the connection is closed (other connections are
+//! untouched). A subscribed connection also receives keyspace notifications between replies
+//! (push frames in RESP3; in RESP2 it may then only (un)subscribe, `PING`, `QUIT` or `RESET`,
+//! as in Redis).
 
 use std::sync::Arc;
 

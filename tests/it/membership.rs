@@ -50,7 +50,11 @@ async fn a_node_that_lost_its_disk_is_replaced_without_losing_a_session() {
     cluster.wipe(2);
     let new = cluster.add_node();
     let new_addr = cluster.addrs[new].clone();
-    let out = cluster.ctl(&["replace-node", "3", "4", "--addr", &new_addr]);
+    let out = cluster.ctl_output(&["replace-node", "3", "4", "--addr", &new_addr], b"");
+    assert!(out.status.success(), "{out:?}");
+    // Piped, catching node 4 up draws no progress bar.
+    crate::progress::assert_plain("ctl replace-node", &out);
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.contains(&format!("in {groups} groups")),
         "every group had node 3: {out}"

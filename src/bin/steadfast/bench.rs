@@ -1,6 +1,5 @@
 //! `steadfast bench`: a closed-loop load generator (the library's `bench` module) and its report.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use steadfast::client::ClientConfig;
 use steadfast::Client;
 
 use crate::output::out;
+use crate::progress::Progress;
 
 /// Load-test settings.
 #[derive(Args, Debug)]
@@ -71,19 +71,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => (args.sessions, 0),
     };
     let started = tokio::time::Instant::now();
+    let progress = Progress::bar(count as u64, "sessions");
+    progress.set_message("preloading");
     let ids = bench::preload(
         &client,
         count,
         bytes,
         args.preload_concurrency,
-        progress("preloaded"),
+        progress.position_setter(),
     )
     .await
     .context("preloading sessions")?;
-    if std::io::stderr().is_terminal() {
-        // End the progress line.
-        eprintln!();
-    }
+    drop(progress);
     if args.preload.is_some() {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
@@ -121,16 +120,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("cleanup: deleted {deleted} of {} bench sessions", ids.len());
     }
     Ok(())
-}
-
-/// A progress callback that prints on a terminal only.
-fn progress(what: &'static str) -> impl Fn(usize) + Send + Sync + 'static {
-    let tty = std::io::stderr().is_terminal();
-    move |n| {
-        if tty {
-            eprint!("\r{what} {n}");
-        }
-    }
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use steadfast::{Client, GroupId};
 
 use crate::output::out;
+use crate::progress::Progress;
 use format::Format;
 
 mod format;
@@ -139,20 +140,43 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCmd::ReplaceNode { old, new, addr } => {
             let patience = Duration::from_millis(args.timeout_ms);
-            let addr = addr.unwrap_or_default();
-            let changed =
-                steadfast::cluster::replace_node(&client, (old, new), &addr, patience, |g, m| {
-                    // Progress as it happens; a closed stdout is noticed by the last line.
-                    let _ =
-                        crate::output::line(format_args!("group {}: voters {:?}", g.0, m.voters));
-                })
-                .await?;
-            out!("node {old} replaced by node {new} in {changed} groups");
+            replace_node(&client, (old, new), &addr.unwrap_or_default(), patience).await?
         }
         CtlCmd::Watch { group, from, limit } => {
             watch(&client, (group, from), limit, format).await?
         }
     }
+    Ok(())
+}
+
+async fn replace_node(
+    client: &Client,
+    (old, new): (u64, u64),
+    addr: &str,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    use steadfast::cluster::ReplaceStep;
+    let progress = Progress::spinner(format!("node {old} -> {new}: reading the voters"));
+    let mut printed = Ok(());
+    let changed =
+        steadfast::cluster::replace_node(client, (old, new), addr, patience, |step| match step {
+            ReplaceStep::Moving { group, index, of } => progress.set_message(format!(
+                "node {old} -> {new}: group {} ({} of {of}): catching node {new} up",
+                group.0,
+                index + 1
+            )),
+            // Progress as it happens; a closed stdout ends the command after this step.
+            ReplaceStep::Moved { group, reply } => {
+                if printed.is_ok() {
+                    printed =
+                        progress.line(format_args!("group {}: voters {:?}", group.0, reply.voters));
+                }
+            }
+        })
+        .await?;
+    printed?;
+    drop(progress);
+    out!("node {old} replaced by node {new} in {changed} groups");
     Ok(())
 }
 

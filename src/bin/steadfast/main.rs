@@ -14,6 +14,7 @@ mod certs;
 mod ctl;
 mod endpoints;
 mod output;
+mod progress;
 mod recover;
 mod restore;
 mod serve;

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use steadfast::GroupId;
 
 use crate::output::{group_line, out};
+use crate::progress::Progress;
 use crate::serve::ServeArgs;
 
 #[derive(Args, Debug)]
@@ -26,10 +28,12 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
+    let reading = Progress::spinner(format!("reading {}", args.from.display()));
     let bytes =
         std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
     let backup = steadfast::backup::decode(&bytes)
         .with_context(|| format!("reading {}", args.from.display()))?;
+    drop(reading);
     if !args.quiet {
         for g in &backup.groups {
             out!("{}", group_line(g.group, g.state.sessions.len(), g.index));
@@ -49,7 +53,15 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
         Some(id) => id,
         None => steadfast::restore::restored_cluster_id(&backup, &config),
     };
-    let restored = steadfast::restore::restore_node(&backup, &config, cluster_id.clone()).await?;
+    let mine = (0..backup.header.groups)
+        .filter(|g| config.placement(GroupId(*g)).contains(&config.id))
+        .count();
+    let progress = Progress::bar(mine as u64, "groups");
+    progress.set_message(format!("node {}: restoring", config.id));
+    let restored =
+        steadfast::restore::restore_node(&backup, &config, cluster_id.clone(), |_| progress.inc(1))
+            .await?;
+    drop(progress);
     if args.quiet {
         return Ok(());
     }
