@@ -116,7 +116,7 @@ mod tests {
             2,
             &[group(0, Some(2), &[1, 2, 3]), group(1, Some(1), &[1, 2])],
         );
-        assert_eq!(p.health(1_000).healthy, true);
+        assert!(p.health(1_000).healthy);
         assert_eq!(p.leads, vec![GroupId(0)]);
         // One failed probe is within the window; silence past it is not.
         p.failed("connection refused".into());
