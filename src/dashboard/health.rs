@@ -30,6 +30,8 @@ pub struct PeerRecord {
 pub struct Health {
     /// Reachable, and no problem reported.
     pub healthy: bool,
+    /// It answered within the window (what it last said, its leaderships, still stands).
+    pub reachable: bool,
     /// Why not (empty when healthy).
     pub problems: Vec<String>,
 }
@@ -64,12 +66,14 @@ impl PeerRecord {
             Some(ms) if ms > UNREACHABLE_AFTER_MS => Some(format!("no answer for {ms} ms: {why}")),
             Some(_) => None,
         };
+        let reachable = unreachable.is_none();
         let problems = match unreachable {
             Some(reason) => vec![reason],
             None => self.problems.clone(),
         };
         Health {
             healthy: problems.is_empty(),
+            reachable,
             problems,
         }
     }
@@ -122,7 +126,7 @@ mod tests {
         p.failed("connection refused".into());
         assert!(p.health(1_000 + UNREACHABLE_AFTER_MS).healthy);
         let silent = p.health(1_001 + UNREACHABLE_AFTER_MS);
-        assert!(!silent.healthy);
+        assert!(!silent.healthy && !silent.reachable);
         assert_eq!(
             silent.problems,
             vec!["no answer for 2501 ms: connection refused".to_string()]
@@ -141,7 +145,7 @@ mod tests {
         let mut p = PeerRecord::default();
         p.answered(10, 2, &groups);
         let h = p.health(10);
-        assert!(!h.healthy);
+        assert!(!h.healthy && h.reachable);
         assert_eq!(h.problems, vec!["group 0: no leader"]);
     }
 }

@@ -138,7 +138,11 @@ impl Monitor {
                     return self.local_row(addr, &status);
                 }
                 let record = seen.peers.get(&id).cloned().unwrap_or_default();
-                let Health { healthy, problems } = record.health(now_ms);
+                let Health {
+                    healthy,
+                    reachable,
+                    problems,
+                } = record.health(now_ms);
                 NodeRow {
                     node: id,
                     addr,
@@ -146,7 +150,8 @@ impl Monitor {
                     healthy,
                     problems,
                     last_answer_ms_ago: record.last_answer_ms.map(|t| now_ms.saturating_sub(t)),
-                    leads: record.leads,
+                    // A silent node's last leaderships are history, not news.
+                    leads: if reachable { record.leads } else { Vec::new() },
                 }
             })
             .collect();

@@ -69,6 +69,6 @@ pub struct NodeRow {
     pub problems: Vec<String>,
     /// How long ago it last answered a probe, in milliseconds (0 for the reporting node).
     pub last_answer_ms_ago: Option<u64>,
-    /// The groups it leads, as far as the reporting node knows.
+    /// The groups it leads, as far as the reporting node knows (none while it is unreachable).
     pub leads: Vec<GroupId>,
 }

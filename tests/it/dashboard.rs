@@ -44,8 +44,11 @@ struct Page {
     groups: BTreeMap<u32, (Option<u64>, Vec<String>)>,
     /// Per node: shown healthy.
     nodes: BTreeMap<u64, bool>,
-    /// Operations in the requests table.
-    ops: Vec<String>,
+    /// Per node, the row's cells: node, address, health, leads, last answer, problems.
+    node_cells: BTreeMap<u64, Vec<String>>,
+    /// Per operation in the requests table, the row's cells: op, ok/s, failed/s, total, p50,
+    /// p99.
+    ops: BTreeMap<String, Vec<String>>,
     /// Reports the page rendered since it loaded.
     polls: u64,
 }
@@ -130,8 +133,9 @@ fn parse(dom: &str) -> Page {
             page.groups.insert(g, (leader, row.cells.clone()));
         } else if let Some(n) = attr("data-node").and_then(|n| n.parse().ok()) {
             page.nodes.insert(n, attr("data-health") == Some("healthy"));
+            page.node_cells.insert(n, row.cells.clone());
         } else if let Some(op) = attr("data-op") {
-            page.ops.push(op.to_string());
+            page.ops.insert(op.to_string(), row.cells.clone());
         }
     }
     page.polls = dom
@@ -241,9 +245,16 @@ async fn the_dashboard_shows_leaders_and_a_killed_node_turning_unhealthy() {
         if sessions != SESSIONS {
             return Some(format!("{sessions} sessions shown of {SESSIONS}"));
         }
-        // The peers' probes are requests this node serves: the rates table has them.
-        if !page.ops.iter().any(|op| op == "status") {
+        // The peers' probes are requests this node serves: the rates table has them, with a
+        // rate and latencies read back from the metrics.
+        let Some(status) = page.ops.get("status") else {
             return Some("no status row in the requests table".into());
+        };
+        let rate = |i: usize| status.get(i).and_then(|c| c.parse::<f64>().ok());
+        if rate(1).is_none_or(|r| r <= 0.0) || rate(4).is_none() || rate(5).is_none() {
+            return Some(format!(
+                "status row without a rate or latencies: {status:?}"
+            ));
         }
         (page.polls < 2).then(|| format!("the page rendered {} reports", page.polls))
     })
@@ -256,6 +267,11 @@ async fn the_dashboard_shows_leaders_and_a_killed_node_turning_unhealthy() {
         let health: Vec<(u64, bool)> = page.nodes.iter().map(|(n, h)| (*n, *h)).collect();
         if health != [(1, true), (2, true), (3, false)] {
             return Some(format!("health shown {health:?}"));
+        }
+        // Unreachable, with why, and no longer shown leading anything.
+        let cells = &page.node_cells[&3];
+        if !cells[3].is_empty() || !cells[5].contains("no answer") {
+            return Some(format!("node 3's row: {cells:?}"));
         }
         let leaders: Vec<Option<u64>> = page.groups.values().map(|(l, _)| *l).collect();
         let survivors = leaders.iter().all(|l| matches!(l, Some(1 | 2)));
