@@ -22,6 +22,7 @@
 //!   cluster check when a connection opens.
 //! - [`resp`]: the Redis protocol listener (Redis keys are sessions; see [`command::redis`]).
 //! - [`mod@bench`]: the load generator behind `steadfast bench`.
+//! - [`dashboard`]: the admin listener's HTML dashboard and the report it polls.
 //!
 //! Internal, public only for the binary, the simulation and the fuzzers, and left out of these
 //! docs: `raft` (openraft glue: type config, storage backends, network factory), `wire` (the
@@ -42,6 +43,7 @@ pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod failstop;
 pub mod future;

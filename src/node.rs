@@ -75,6 +75,9 @@ struct NodeInner {
     groups: BTreeMap<GroupId, Arc<GroupHandle>>,
     /// Configured peer addresses (leaders added later are found through their membership).
     addresses: Arc<Addresses>,
+    /// The node's connections to its peers (the groups' Raft traffic shares them), so the
+    /// admin side asks other nodes over the same links, with the same TLS and cluster check.
+    pool: Pool,
 }
 
 /// Node id to address.
@@ -82,6 +85,8 @@ type Addresses = BTreeMap<NodeId, String>;
 
 struct GroupHandle {
     raft: Raft,
+    /// The group's log (shared with openraft): where the committed index is read.
+    log: LogStore,
     /// The node's storage (it also runs the backup image's encoding off the async workers).
     backend: SharedBackend,
     /// Packs concurrent writes into shared log entries.
@@ -135,7 +140,7 @@ impl Node {
                 pool: pool.clone(),
                 group,
             };
-            let raft = Raft::new(id, raft_config.clone(), network, log, sm)
+            let raft = Raft::new(id, raft_config.clone(), network, log.clone(), sm)
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
             if bootstrap
@@ -163,6 +168,7 @@ impl Node {
             let handle = GroupHandle {
                 proposer: Proposer::spawn(raft.clone(), group, config.raft.pipeline_depth),
                 raft,
+                log,
                 backend: backend.clone(),
                 barrier_term: Arc::default(),
                 machine,
@@ -181,6 +187,7 @@ impl Node {
             clock,
             groups,
             addresses: Arc::new(addresses),
+            pool,
         });
         let server = tokio::spawn(transport::serve(
             listener,
@@ -247,6 +254,31 @@ impl NodeObserver {
     /// Status of every group hosted on the node.
     pub fn status(&self) -> Vec<GroupStatus> {
         self.0.status()
+    }
+
+    /// The highest log index this node knows to be committed in `group` (`None` before it
+    /// heard of a commit, or for a group not hosted here). It may trail the leader's by a
+    /// heartbeat on a follower.
+    pub fn committed_index(&self, group: GroupId) -> Option<u64> {
+        self.0.groups.get(&group)?.log.committed().map(|c| c.index)
+    }
+
+    /// Every node this one knows an address of (configured peers and members of its groups'
+    /// memberships), itself included, by id.
+    pub fn nodes(&self) -> Vec<(NodeId, String)> {
+        self.0.topology().nodes
+    }
+
+    /// Sends a client request to the node at `addr` over this node's peer connections and
+    /// waits up to `timeout` for its answer.
+    pub async fn ask(
+        &self,
+        addr: &str,
+        request: ClientRequest,
+        timeout: Duration,
+    ) -> Result<ResponseBody, transport::TransportError> {
+        let body = RequestBody::Client(request);
+        self.0.pool.call(addr, GroupId(0), &body, timeout).await
     }
 
     /// For each group this node votes in: `Ok(leader)` when it can serve it, else why not. A

@@ -8,6 +8,7 @@ mod admin;
 mod backup;
 mod cluster;
 mod ctl;
+mod dashboard;
 mod failstop;
 mod fuzz_corpus;
 mod identity;

@@ -7,16 +7,19 @@
 //! - `GET /status`: every hosted group's status as JSON (what `ctl status` shows).
 //! - `GET /metrics`: Prometheus text: request counters and latency histograms, plus per-group
 //!   gauges (term, leadership, log and applied index, sessions) read at scrape time.
+//! - `GET /` and `GET /dashboard`: the HTML dashboard ([`steadfast::dashboard`]), which polls
+//!   `GET /dashboard.json` (the monitor's [`Report`](steadfast::dashboard::Report)).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use steadfast::dashboard::Monitor;
 use steadfast::node::NodeObserver;
 
 /// What the routes read.
@@ -28,6 +31,8 @@ pub struct Admin {
     pub prometheus: PrometheusHandle,
     /// Flipped when shutdown begins, so load balancers drain this node first.
     pub stopping: Arc<AtomicBool>,
+    /// Probes the peers and samples the counters for the dashboard.
+    pub monitor: Monitor,
 }
 
 /// The admin routes.
@@ -37,6 +42,9 @@ pub fn router(admin: Admin) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
+        .route("/dashboard.json", get(dashboard_json))
         .with_state(admin)
 }
 
@@ -65,6 +73,20 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, body)
+}
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [("cache-control", "no-store")],
+        Html(steadfast::dashboard::PAGE),
+    )
+}
+
+async fn dashboard_json(State(admin): State<Admin>) -> impl IntoResponse {
+    (
+        [("cache-control", "no-store")],
+        Json(admin.monitor.report()),
+    )
 }
 
 async fn status(State(admin): State<Admin>) -> impl IntoResponse {

@@ -25,7 +25,8 @@ pub struct ServeArgs {
     /// (for nodes added or replacing one; groups come through `ctl voters`/`ctl replace-node`).
     #[arg(long, env = "STEADFAST_JOIN")]
     join: bool,
-    /// Address for the admin HTTP listener (/livez, /readyz, /status, /metrics); off if absent.
+    /// Address for the admin HTTP listener (/livez, /readyz, /status, /metrics, the dashboard at
+    /// /); off if absent.
     #[arg(long, env = "STEADFAST_ADMIN_LISTEN")]
     admin_listen: Option<String>,
     /// Address for Redis clients (RESP2/RESP3; `[redis] listen`); off if absent.
@@ -359,14 +360,24 @@ async fn serve_admin(
         .await
         .with_context(|| format!("binding the admin listener {addr}"))?;
     tracing::info!(%addr, "admin HTTP listening");
+    let render = prometheus.clone();
+    let monitor =
+        steadfast::dashboard::Monitor::new(node.observer(), Arc::new(move || render.render()));
     let router = crate::admin::router(crate::admin::Admin {
         node: node.observer(),
         prometheus,
         stopping,
+        monitor: monitor.clone(),
     });
+    // One task for the listener and the dashboard's monitor: aborting it stops both.
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::warn!(error = %e, "admin HTTP stopped");
+        tokio::select! {
+            served = axum::serve(listener, router) => {
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "admin HTTP stopped");
+                }
+            }
+            () = monitor.run() => {}
         }
     }))
 }

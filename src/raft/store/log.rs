@@ -163,6 +163,11 @@ impl LogStore {
         })
     }
 
+    /// The last committed log id openraft saved here (the store's clones share it).
+    pub fn committed(&self) -> Option<LogId> {
+        self.lock().committed
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
         self.inner.lock().expect("log store lock")
     }
