@@ -123,7 +123,6 @@ pub fn node_config(p: &Params, i: usize) -> NodeConfig {
             snapshot_every_logs: p.snapshot_every,
             logs_kept_after_snapshot: 3,
             pipeline_depth: p.pipeline_depth,
-            ..RaftTuning::default()
         },
         sessions: SessionDefaults {
             idle_timeout_ms: p.idle_timeout_ms,
