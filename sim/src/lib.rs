@@ -27,6 +27,8 @@ pub mod faults;
 pub mod harness;
 pub mod injector;
 pub mod lifecycle;
+pub mod rkeys;
+pub mod rworkload;
 pub mod net;
 pub mod operator;
 pub mod swarm;
