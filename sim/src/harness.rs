@@ -764,8 +764,8 @@ fn check_history(world: &World, p: &Params) -> Option<String> {
         .and_then(|()| lifecycle::check_access(&history, p.idle_timeout_ms))
         .and_then(|()| lifecycle::check_principals(&world.lifecycle.borrow(), life))
         .map_err(|v| format!("lifecycle: {v}"));
-    let redis = rkeys::check(&world.resp.borrow(), p.delete_grace_ms)
-        .map_err(|v| format!("redis: {v}"));
+    let redis =
+        rkeys::check(&world.resp.borrow(), p.delete_grace_ms).map_err(|v| format!("redis: {v}"));
     linearizable.and(promises).and(restored).and(redis).err()
 }
 

@@ -424,9 +424,18 @@ fn check_model(scenario: u32, ops: &[&ROp]) -> Result<(), RedisViolation> {
 
 /// How a read disagreed with the model.
 enum Mismatch {
-    Value { expected: String, got: String },
-    Deadline { expected: String, seen: Option<u64> },
-    Expired { deadline_ms: u64, server_time_ms: u64 },
+    Value {
+        expected: String,
+        got: String,
+    },
+    Deadline {
+        expected: String,
+        seen: Option<u64>,
+    },
+    Expired {
+        deadline_ms: u64,
+        server_time_ms: u64,
+    },
 }
 
 type Flag<'a> = dyn FnMut(Slot, Mismatch) -> Result<(), RedisViolation> + 'a;
@@ -730,7 +739,11 @@ mod tests {
             get(A, None, None, 10),
             get(B, None, None, 11),
         ];
-        assert_eq!(class(lost_after_unknown, 0), None, "documented: a crash loses it");
+        assert_eq!(
+            class(lost_after_unknown, 0),
+            None,
+            "documented: a crash loses it"
+        );
         let put_back = vec![
             set(A, 1),
             rename(true, RResult::Refused),
@@ -742,7 +755,10 @@ mod tests {
         // the grace period, and the key was gone.
         let lost = vec![
             set(A, 1),
-            rename(true, RResult::Failed("restoring the source failed too".into())),
+            rename(
+                true,
+                RResult::Failed("restoring the source failed too".into()),
+            ),
             get(A, None, None, 10),
             get(B, None, None, 11),
         ];
@@ -798,7 +814,10 @@ mod tests {
 
     #[test]
     fn a_plain_set_within_the_grace_period_of_a_del_must_be_refused() {
-        assert_eq!(class(del_then_set(0, RResult::Refused, Some(1_020)), 500), None);
+        assert_eq!(
+            class(del_then_set(0, RResult::Refused, Some(1_020)), 500),
+            None
+        );
         assert_eq!(
             class(del_then_set(0, RResult::Ok, Some(1_020)), 500),
             Some("GraceResurrection")
@@ -810,7 +829,10 @@ mod tests {
 
     #[test]
     fn a_plain_set_surely_after_the_grace_period_must_be_accepted() {
-        assert_eq!(class(del_then_set(600, RResult::Ok, Some(1_620)), 500), None);
+        assert_eq!(
+            class(del_then_set(600, RResult::Ok, Some(1_620)), 500),
+            None
+        );
         assert_eq!(
             class(del_then_set(600, RResult::Refused, None), 500),
             Some("GraceFalseRefusal")
@@ -823,8 +845,15 @@ mod tests {
         );
     }
 
-    fn expire_then_reads(cmd: RCmd, reads: Vec<(Option<u64>, Option<u64>, u64)>) -> Vec<(RCmd, RResult)> {
-        let mut ops = vec![set(A, 1), get(A, Some(1), None, 1_000), (cmd, RResult::Int(1))];
+    fn expire_then_reads(
+        cmd: RCmd,
+        reads: Vec<(Option<u64>, Option<u64>, u64)>,
+    ) -> Vec<(RCmd, RResult)> {
+        let mut ops = vec![
+            set(A, 1),
+            get(A, Some(1), None, 1_000),
+            (cmd, RResult::Int(1)),
+        ];
         ops.extend(reads.into_iter().map(|(v, d, t)| get(A, v, d, t)));
         ops
     }

@@ -82,7 +82,10 @@ impl Resp<'_> {
     /// A command as a RESP connection runs it: plan, then the executor.
     async fn command(&self, args: &[&[u8]]) -> Reply {
         let name = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
-        let rest: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a)).collect();
+        let rest: Vec<Bytes> = args[1..]
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a))
+            .collect();
         match plan(&name, &rest, self.groups) {
             Some(Ok(Planned::Keys(p))) => self.executor.run(&p).await,
             Some(Ok(Planned::CrossGroupRename {
