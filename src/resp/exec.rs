@@ -247,8 +247,14 @@ impl Executor {
         match first(stored) {
             Reply::Ok => done,
             refused => {
+                // Teeth feature (simulation only): the put-back under the grace period again.
+                let grace = if cfg!(feature = "broken-rename-put-back-grace") {
+                    self.delete_grace_ms
+                } else {
+                    0
+                };
                 let back = self
-                    .batch_with_grace(self.group(&from.id), vec![put(from)], vec![], 0)
+                    .batch_with_grace(self.group(&from.id), vec![put(from)], vec![], grace)
                     .await;
                 match first(back) {
                     Reply::Ok => refused,
