@@ -181,7 +181,7 @@ pub struct World {
     /// RESP-level commands of every scenario (`crate::rworkload`).
     pub resp: Rc<RefCell<Vec<ROp>>>,
     /// Scenarios' key names to read again after healing.
-    pub resp_keys: Rc<RefCell<Vec<(u32, [Vec<u8>; 2])>>>,
+    pub resp_keys: Rc<RefCell<Vec<ScenarioKeys>>>,
     scenarios: Rc<Cell<u32>>,
 }
 
@@ -211,6 +211,9 @@ impl World {
         self.last_acked.borrow_mut().insert(group, key);
     }
 }
+
+/// A RESP scenario's number and its two key names.
+pub type ScenarioKeys = (u32, [Vec<u8>; 2]);
 
 /// Simulated milliseconds since the start.
 pub fn now_ms() -> u128 {
