@@ -117,17 +117,41 @@ pub enum Corner {
     DeadlineRace,
     /// A read issued right after the old leader restarted alone after a power loss.
     ReadAfterRestart,
+    /// RESP `RENAME` within one group succeeded.
+    RenameSameGroup,
+    /// RESP `RENAME` across groups (take out, put in) succeeded.
+    RenameCrossGroup,
+    /// RESP `RENAME` onto an existing key succeeded.
+    RenameOntoExisting,
+    /// RESP `RENAME` of a missing key answered "no such key".
+    RenameMissing,
+    /// RESP `RENAME` onto a key deleted within the grace period was refused.
+    RenameRefused,
+    /// A plain RESP `SET` right after `DEL` was refused within the grace period.
+    SetWithinGrace,
+    /// A plain RESP `SET` after the grace period (or with grace off) recreated a deleted key.
+    SetAfterGrace,
+    /// A read of a Redis key within 60 ms of its absolute deadline that still found it.
+    KeyDeadlineRace,
 }
 
 impl Corner {
     /// Every corner, in report order.
-    pub const ALL: [Corner; 6] = [
+    pub const ALL: [Corner; 14] = [
         Corner::CrossGroupRotation,
         Corner::OpOnRotatedId,
         Corner::LoginRefused,
         Corner::LoginsRacing,
         Corner::DeadlineRace,
         Corner::ReadAfterRestart,
+        Corner::RenameSameGroup,
+        Corner::RenameCrossGroup,
+        Corner::RenameOntoExisting,
+        Corner::RenameMissing,
+        Corner::RenameRefused,
+        Corner::SetWithinGrace,
+        Corner::SetAfterGrace,
+        Corner::KeyDeadlineRace,
     ];
 }
 

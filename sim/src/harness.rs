@@ -29,6 +29,7 @@ use crate::injector::{current_voters, drive, Injector};
 use crate::lifecycle::{self, LifeKind, LifeOp, LifeOptions, RotatedAway, SessionNo};
 use crate::net::{SimClock, SimConnector, SimListener};
 use crate::operator::{self, Operator, Order};
+use crate::rkeys::{self, RCmd, ROp, RResult};
 use crate::swarm::{params, Params};
 use crate::trace::Trace;
 use crate::workload::{workload, PRINCIPALS};
@@ -177,6 +178,11 @@ pub struct World {
     corners: Rc<RefCell<BTreeMap<Corner, u32>>>,
     /// The operator faults' shared state (bulk writes, replacement, backup and restore).
     pub ops: Operator,
+    /// RESP-level commands of every scenario (`crate::rworkload`).
+    pub resp: Rc<RefCell<Vec<ROp>>>,
+    /// Scenarios' key names to read again after healing.
+    pub resp_keys: Rc<RefCell<Vec<ScenarioKeys>>>,
+    scenarios: Rc<Cell<u32>>,
 }
 
 impl World {
@@ -185,6 +191,13 @@ impl World {
         let t = self.clock.get() + 1;
         self.clock.set(t);
         t
+    }
+
+    /// A fresh RESP scenario number.
+    pub fn next_scenario(&self) -> u32 {
+        let n = self.scenarios.get() + 1;
+        self.scenarios.set(n);
+        n
     }
 
     /// A workload corner was reached.
@@ -198,6 +211,9 @@ impl World {
         self.last_acked.borrow_mut().insert(group, key);
     }
 }
+
+/// A RESP scenario's number and its two key names.
+pub type ScenarioKeys = (u32, [Vec<u8>; 2]);
 
 /// Simulated milliseconds since the start.
 pub fn now_ms() -> u128 {
@@ -238,6 +254,9 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         acks: Rc::default(),
         last_acked: Rc::default(),
         corners: Rc::default(),
+        resp: Rc::default(),
+        resp_keys: Rc::default(),
+        scenarios: Rc::default(),
         ops: Operator::default(),
     };
     *world.ops.members.borrow_mut() = (1..=p.nodes as u64).collect();
@@ -536,6 +555,9 @@ async fn verify(world: World, p: Rc<Params>, heal_at: Duration) -> turmoil::Resu
             .event(now_ms(), format!("final key={key} {found:?}"));
         world.final_reads.borrow_mut().push((key as u64, found));
     }
+    if !final_resp_reads(&world, &client, p.groups, started).await {
+        return Ok(());
+    }
     for principal in PRINCIPALS {
         let live = match client.sessions_of(principal).await {
             Ok(live) => live,
@@ -682,6 +704,43 @@ async fn check_events(world: &World, p: &Params, client: &Client) -> Option<Stri
     None
 }
 
+/// Reads every RESP rename and SET-after-DEL scenario's keys once more, after healing and after
+/// every workload task stopped (a late apply of an unknown step shows here); false (with a
+/// verdict) if a read cannot be made.
+async fn final_resp_reads(world: &World, client: &Client, groups: u32, started: Duration) -> bool {
+    let keys = world.resp_keys.borrow().clone();
+    for (scenario, names) in keys {
+        for (slot, name) in names.iter().enumerate() {
+            let invoke = world.tick();
+            let result = loop {
+                let r = crate::rworkload::get(client, name, groups).await;
+                if r != RResult::Unknown {
+                    break r;
+                }
+                if turmoil::sim_elapsed().unwrap_or_default() - started > LIVENESS_BOUND * 2 {
+                    *world.verdict.borrow_mut() = Some(format!(
+                        "liveness: no final read of RESP scenario {scenario} within {:?}",
+                        LIVENESS_BOUND * 2
+                    ));
+                    return false;
+                }
+            };
+            let cmd = RCmd::Get { key: slot as u8 };
+            world
+                .trace
+                .event(now_ms(), format!("final s{scenario} {cmd:?} -> {result:?}"));
+            world.resp.borrow_mut().push(ROp {
+                scenario,
+                invoke,
+                complete: Some(world.tick()),
+                cmd,
+                result,
+            });
+        }
+    }
+    true
+}
+
 fn check_history(world: &World, p: &Params) -> Option<String> {
     let history = world.history.borrow();
     let finals = world.final_reads.borrow();
@@ -708,7 +767,9 @@ fn check_history(world: &World, p: &Params) -> Option<String> {
         .and_then(|()| lifecycle::check_access(&history, p.idle_timeout_ms))
         .and_then(|()| lifecycle::check_principals(&world.lifecycle.borrow(), life))
         .map_err(|v| format!("lifecycle: {v}"));
-    linearizable.and(promises).and(restored).err()
+    let redis =
+        rkeys::check(&world.resp.borrow(), p.delete_grace_ms).map_err(|v| format!("redis: {v}"));
+    linearizable.and(promises).and(restored).and(redis).err()
 }
 
 /// Corners the history shows were reached (the workload counts the others as they happen).

@@ -29,6 +29,8 @@ pub mod injector;
 pub mod lifecycle;
 pub mod net;
 pub mod operator;
+pub mod rkeys;
+pub mod rworkload;
 pub mod swarm;
 pub mod trace;
 pub mod workload;

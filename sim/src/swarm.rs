@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use steadfast::SessionId;
 
 use crate::faults::FaultClass;
@@ -28,6 +28,11 @@ pub struct Mix {
     pub deadline_pct: u32,
     /// Longest pause between two steps of one client.
     pub think_ms: u64,
+    /// Percent of a client's steps that run a RESP-level scenario (renames, SET after DEL,
+    /// absolute deadlines; `src/rworkload.rs`).
+    pub redis_pct: u32,
+    /// Percent of RESP renames whose keys are in different groups.
+    pub redis_cross_pct: u32,
 }
 
 impl Mix {
@@ -62,6 +67,8 @@ pub struct Params {
     pub snapshot_every: u64,
     /// How long a sync takes.
     pub sync_latency: Duration,
+    /// The RESP executor's `redis_delete_grace_ms` (0: off, Redis behaviour).
+    pub delete_grace_ms: u64,
     /// Log entries a group's leader keeps in flight (the default 1, or a deeper pipeline).
     pub pipeline_depth: usize,
 }
@@ -108,13 +115,15 @@ pub fn params(seed: u64, rng: &mut SmallRng) -> Params {
             0
         },
         think_ms: [20, 80, 200][rng.gen_range(0..3)],
+        redis_pct: 0,
+        redis_cross_pct: 0,
     };
     let fault_weights = FaultClass::ALL
         .iter()
         .filter(|c| c.applies_to(nodes))
         .map(|c| (*c, [0, 1, 2, 2, 4][rng.gen_range(0..5)]))
         .collect();
-    Params {
+    let mut params = Params {
         nodes,
         groups: rng.gen_range(2..=4),
         clients: rng.gen_range(3..=5),
@@ -126,6 +135,20 @@ pub fn params(seed: u64, rng: &mut SmallRng) -> Params {
         fault_weights,
         snapshot_every: rng.gen_range(10..60),
         sync_latency: Duration::from_micros(rng.gen_range(200..3000)),
-        pipeline_depth: [1, 1, 2, 4][rng.gen_range(0..4)],
-    }
+        delete_grace_ms: 0,
+        pipeline_depth: 1,
+    };
+    // The RESP knobs come from their own stream, so every earlier draw (and the harness's
+    // later ones) is what it was before they existed: a seed without RESP scenarios runs
+    // exactly as it did.
+    let mut resp = SmallRng::seed_from_u64(seed ^ 0x7265_6469_735f_6b65);
+    params.mix.redis_pct = [0, 5, 15, 30][resp.gen_range(0..4)];
+    params.mix.redis_cross_pct = resp.gen_range(30..=80);
+    params.delete_grace_ms = if resp.gen_bool(0.5) {
+        0
+    } else {
+        resp.gen_range(300..1_500)
+    };
+    params.pipeline_depth = [1, 1, 2, 4][resp.gen_range(0..4)];
+    params
 }

@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use steadfast::client::{ClientConfig, CreateOptions, Update};
 use steadfast::command::Attributes;
+use steadfast::resp::exec::Executor;
 use steadfast::{Client, ClientId, Error, GroupId, SessionId};
 
 use crate::checker::{Op, OpKind, Outcome, ReadValue, Rotation};
@@ -19,6 +20,7 @@ use crate::faults::Corner;
 use crate::harness::{now_ms, World, PORT};
 use crate::lifecycle::{LifeKind, LifeOp, LoginOutcome, RotatedAway, SessionNo};
 use crate::net::SimConnector;
+use crate::rworkload::Resp;
 use crate::swarm::Params;
 
 /// Principals the workload logs in as; the namespace allows each `Params::principal_limit`.
@@ -60,6 +62,8 @@ struct Worker<'a> {
     seen: BTreeMap<u64, u64>,
     /// Sessions this client logged in, with their principal.
     logins: Vec<(SessionNo, SessionId, usize)>,
+    /// The RESP-level scenarios' side of this client.
+    resp: Resp<'a>,
 }
 
 /// Runs one client until `until`.
@@ -71,6 +75,15 @@ pub async fn workload(
     until: Duration,
 ) -> turmoil::Result {
     let client = connect(u64::from(me) + 1, p.nodes).await?;
+    let resp = Resp {
+        world: &world,
+        client: client.clone(),
+        executor: Executor::new(client.clone(), String::new(), p.delete_grace_ms),
+        groups: p.groups,
+        grace_ms: p.delete_grace_ms,
+        cross_pct: p.mix.redis_cross_pct,
+        me,
+    };
     let mut w = Worker {
         world: &world,
         p: &p,
@@ -79,6 +92,7 @@ pub async fn workload(
         me,
         seen: BTreeMap::new(),
         logins: Vec::new(),
+        resp,
     };
     while turmoil::sim_elapsed().unwrap_or_default() < until {
         let urgent = world.urgent.borrow_mut().pop_front();
@@ -93,6 +107,8 @@ pub async fn workload(
             w.lifecycle().await;
         } else if roll < p.mix.lifecycle_pct + p.mix.deadline_pct {
             w.chase_deadline().await;
+        } else if roll < p.mix.lifecycle_pct + p.mix.deadline_pct + p.mix.redis_pct {
+            w.resp.scenario(&mut w.rng).await;
         } else {
             w.random_op().await;
         }

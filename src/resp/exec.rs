@@ -115,10 +115,22 @@ impl Executor {
         ops: Vec<RedisOp>,
         watches: Vec<(SessionId, Option<u64>)>,
     ) -> Result<Option<Vec<Reply>>, Reply> {
+        self.batch_with_grace(group, ops, watches, self.delete_grace_ms)
+            .await
+    }
+
+    /// [`Executor::batch`] with `delete_grace_ms` given.
+    async fn batch_with_grace(
+        &self,
+        group: GroupId,
+        ops: Vec<RedisOp>,
+        watches: Vec<(SessionId, Option<u64>)>,
+        delete_grace_ms: u64,
+    ) -> Result<Option<Vec<Reply>>, Reply> {
         let batch = RedisBatch {
             watches,
             ops,
-            delete_grace_ms: self.delete_grace_ms,
+            delete_grace_ms,
         };
         let body = RequestBody::Client(ClientRequest::Write {
             origin: self.client.next_origin(),
@@ -180,8 +192,16 @@ impl Executor {
 
     /// `RENAME` between groups, fail-safe like a cross-group rotation: the source is taken out
     /// (deleted, its data returned) in its group, then stored under the destination in the
-    /// other; if the destination refuses it, it is put back. A crash between the steps loses the
+    /// other; if the destination refuses it, it is put back. A crash between the steps, or a
+    /// destination write whose outcome is unknown (a timeout: it may still apply), loses the
     /// key, never duplicates it. `RENAMENX` checks the destination first (not atomically).
+    ///
+    /// The put-back ignores the grace period: the source's tombstone is the take-out's own, a
+    /// few milliseconds old, so with `redis_delete_grace_ms` on it refused the put-back and a
+    /// RENAME onto a key deleted within the grace period lost the source (found by the
+    /// simulation's RESP scenarios, seeds 7, 8, 9 and 11 of their first sweep). And it happens
+    /// only after a definite refusal: putting back after a timed-out destination write that did
+    /// apply would leave the value under both names.
     pub async fn rename_across(&self, from: KeyRef, to: KeyRef, only_if_absent: bool) -> Reply {
         let done = if only_if_absent {
             Reply::Int(1)
@@ -219,11 +239,22 @@ impl Executor {
             attributes: attributes.clone(),
             deadline_ms,
         };
-        match first(self.batch(self.group(&to.id), vec![put(to)], vec![]).await) {
+        let stored = self.batch(self.group(&to.id), vec![put(to)], vec![]).await;
+        if let Err(unknown) = stored {
+            // Not answered by the destination group: it may still apply; never put back.
+            return unknown;
+        }
+        match first(stored) {
             Reply::Ok => done,
             refused => {
+                // Teeth feature (simulation only): the put-back under the grace period again.
+                let grace = if cfg!(feature = "broken-rename-put-back-grace") {
+                    self.delete_grace_ms
+                } else {
+                    0
+                };
                 let back = self
-                    .batch(self.group(&from.id), vec![put(from)], vec![])
+                    .batch_with_grace(self.group(&from.id), vec![put(from)], vec![], grace)
                     .await;
                 match first(back) {
                     Reply::Ok => refused,

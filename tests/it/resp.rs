@@ -453,6 +453,20 @@ async fn a_grace_period_keeps_a_logged_out_session_from_coming_back_and_auth_is_
     let mut b = Conn::open(&c.redis[2]).await;
     assert_eq!(b.cmd(&["AUTH", "default", "s3cret"]).await, s("OK"));
     assert_eq!(b.cmd(&["GET", "sess:9"]).await, V::Nil, "not resurrected");
+    // Regression (the simulation's RESP scenarios, seeds 7, 8, 9 and 11 of their first sweep):
+    // a RENAME across groups onto a key deleted within the grace period is refused, and the
+    // source used to be lost: its put-back was refused by the same grace period (the take-out
+    // had just tombstoned it).
+    let group = |k: &str| steadfast::resp::keyspace::key_id(k.as_bytes(), 4).group(4);
+    let source = (0..)
+        .map(|i| format!("basket:{i}"))
+        .find(|k| group(k) != group("sess:9"))
+        .expect("a key in another group");
+    assert_eq!(a.cmd(&["SET", &source, "kept"]).await, s("OK"));
+    let refused = a.cmd(&["RENAME", &source, "sess:9"]).await;
+    assert!(refused.is_err("ERR key was deleted"), "{refused:?}");
+    assert_eq!(a.cmd(&["GET", &source]).await, s("kept"), "put back");
+    assert_eq!(b.cmd(&["GET", "sess:9"]).await, V::Nil);
     // Once the grace period is over, the key may be created again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
