@@ -156,6 +156,8 @@ pub struct World {
     pub verdict: Rc<RefCell<Option<String>>>,
     /// Membership changes ordered by the injector, run by the admin client.
     pub orders: Rc<RefCell<VecDeque<Order>>>,
+    /// The admin client has a membership change in flight (its outcome not known yet).
+    pub changing: Rc<Cell<bool>>,
     /// Membership changes that committed.
     reconfigured: Rc<Cell<u32>>,
     /// Successful rotations of workload keys and what their new ids held.
@@ -245,6 +247,7 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         finished: Rc::default(),
         verdict: Rc::default(),
         orders: Rc::default(),
+        changing: Rc::default(),
         reconfigured: Rc::default(),
         rotations: Rc::default(),
         rotated_away: Rc::default(),
@@ -449,7 +452,9 @@ async fn admin(world: World, until: Duration) -> turmoil::Result {
             .iter()
             .map(|v| (*v, format!("{}:{PORT}", node_name(*v as usize - 1))))
             .collect();
+        world.changing.set(true);
         let outcome = client.change_membership(GroupId(group), &wanted).await;
+        world.changing.set(false);
         let line = match (&outcome, &order) {
             (Ok(m), Order::Voters(..)) => {
                 world.reconfigured.set(world.reconfigured.get() + 1);

@@ -100,19 +100,20 @@ pub fn replace_node(
     if !inj.gone.is_empty() {
         return None;
     }
-    let voter_groups = |n: usize| -> Vec<(u32, usize)> {
+    // A membership change in flight may leave a joint configuration whose new half has two
+    // voters; losing one of them for good would stop the group forever (Raft cannot commit
+    // without a majority of both halves), which is an operator's mistake, not a finding.
+    if world.changing.get() || !world.orders.borrow().is_empty() {
+        return None;
+    }
+    let voter_groups = |n: usize| -> Vec<u32> {
         (0..p.groups)
-            .filter_map(|g| {
-                let voters = current_voters(world, g);
-                voters
-                    .contains(&(n as u64 + 1))
-                    .then_some((g, voters.len()))
-            })
+            .filter(|g| current_voters(world, *g).contains(&(n as u64 + 1)))
             .collect()
     };
     let candidates: Vec<usize> = (0..p.nodes)
         .filter(|n| !inj.down.contains(n))
-        .filter(|n| voter_groups(*n).iter().all(|(_, voters)| *voters >= 3))
+        .filter(|n| (0..p.groups).all(|g| quorum_without(world, g, *n as u64 + 1)))
         .collect();
     let old = *candidates.choose(&mut inj.rng)?;
     let groups = voter_groups(old);
@@ -151,7 +152,7 @@ pub fn replace_node(
     if groups.is_empty() {
         world.ops.replaced.set(world.ops.replaced.get() + 1);
     }
-    for (group, _) in &groups {
+    for group in &groups {
         world.orders.borrow_mut().push_back(Order::Replace {
             group: *group,
             old: old_id,
@@ -162,8 +163,26 @@ pub fn replace_node(
         "{} lost for good; node {new_id} ({}) replaces it in groups {:?}",
         node_name(old),
         node_name(spare),
-        groups.iter().map(|(g, _)| *g).collect::<Vec<_>>()
+        groups
     ))
+}
+
+/// Whether every configuration any replica of `group` holds (both halves of a joint one) keeps
+/// a quorum without voter `id`: it is not in it, or the configuration has three voters or more.
+fn quorum_without(world: &World, group: u32, id: u64) -> bool {
+    world
+        .rafts
+        .borrow()
+        .iter()
+        .filter(|((_, g), _)| *g == group)
+        .all(|(_, raft)| {
+            let metrics = raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            membership
+                .get_joint_config()
+                .iter()
+                .all(|config| !config.contains(&id) || config.len() >= 3)
+        })
 }
 
 /// The driver's per-step work for the operator faults: ends a large-snapshot cut once the bulk
