@@ -63,6 +63,7 @@ pub mod restore;
 pub mod runtime;
 pub mod session;
 pub mod state;
+pub mod teeth;
 pub mod tls;
 pub mod transport;
 #[doc(hidden)]

@@ -31,6 +31,7 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::raft::network::NetworkFactory;
 use crate::raft::store::{Flusher, LogStore, MachineState, SharedBackend, StateMachineStore};
 use crate::raft::typ::Raft;
+use crate::teeth::{self, Bug};
 use crate::transport::{self, Connector, Handler, Listener, Pool};
 use crate::wire::{
     ClientRequest, GroupStatus, RaftRequest, ReadReply, RequestBody, ResponseBody, Topology,
@@ -803,7 +804,7 @@ async fn linearize(
     now_ms: u64,
     addresses: &Addresses,
 ) -> Result<u64, WireError> {
-    if cfg!(feature = "broken-stale-reads") {
+    if teeth::planted(Bug::StaleReads) {
         // Deliberately wrong (simulation teeth only): serve whatever this replica has applied.
         return Ok(0);
     }
@@ -917,8 +918,8 @@ struct ReadRound {
 impl ReadRound {
     async fn run(&self) -> ReadResult {
         let term = self.raft.metrics().borrow().current_term;
-        // Deliberately skipped under the teeth feature (simulation only).
-        let barrier = !cfg!(feature = "broken-read-barrier");
+        // Deliberately skipped in a teeth build (simulation only).
+        let barrier = !teeth::planted(Bug::ReadBarrier);
         if barrier && self.barrier_term.load(Ordering::Acquire) != term {
             tracing::debug!(term, "read barrier");
             let request = Request {

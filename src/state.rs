@@ -22,6 +22,7 @@ use crate::command::{Attributes, Command, Limits, Origin, Outcome, Request, Resp
 use crate::id::SessionId;
 use crate::limits;
 pub use crate::session::Session;
+use crate::teeth::{self, Bug};
 
 mod redis;
 
@@ -179,8 +180,8 @@ impl SessionState {
     pub fn get(&self, id: &SessionId) -> Option<SessionView> {
         let s = self.sessions.get(id)?;
         let expires_at_ms = s.expires_at_ms();
-        // Deliberately wrong under the teeth feature (simulation only): expiry left to the purge.
-        if expires_at_ms <= self.clock_ms && !cfg!(feature = "broken-expired-get") {
+        // Deliberately wrong in a teeth build (simulation only): expiry left to the purge.
+        if expires_at_ms <= self.clock_ms && !teeth::planted(Bug::ExpiredGet) {
             return None;
         }
         Some(SessionView {
@@ -255,7 +256,7 @@ impl SessionState {
     /// ([`crate::command::version_at`]): the version of what it writes and the index of its events.
     pub fn apply(&mut self, version: u64, request: &Request) -> Response {
         self.applying = version;
-        self.clock_ms = if cfg!(feature = "broken-local-clock") {
+        self.clock_ms = if teeth::planted(Bug::LocalClock) {
             // Deliberately wrong (simulation teeth only): each leader's own clock decides expiry.
             request.now_ms
         } else {
@@ -396,8 +397,8 @@ impl SessionState {
         let Some(session) = self.sessions.get(old).map(|s| Session::clone(s)) else {
             return Outcome::NotFound;
         };
-        // Deliberately wrong under the teeth feature (simulation only): old id stays.
-        if !cfg!(feature = "broken-rotate-out-keeps-old") {
+        // Deliberately wrong in a teeth build (simulation only): old id stays.
+        if !teeth::planted(Bug::RotateOutKeepsOld) {
             self.kill(old);
         }
         self.emit(EventKind::Rotated {
@@ -452,15 +453,15 @@ impl SessionState {
             // expired (found by the simulation, seed 194).
             let clock = self.clock_ms;
             let alive = self.sessions.get(id).is_some_and(|s| {
-                // Teeth feature (simulation only): the seed-194 fix reverted.
-                s.expires_at_ms() > clock || cfg!(feature = "broken-touch-revives")
+                // Teeth build (simulation only): the seed-194 fix reverted.
+                s.expires_at_ms() > clock || teeth::planted(Bug::TouchRevives)
             });
             if alive {
                 // A read cannot happen after now (regression: a fuzzed batch from the future
                 // moved `accessed_ms` past the replicated clock).
                 let at = (*read_at).min(clock);
                 self.modify(id, |s| {
-                    s.accessed_ms = if cfg!(feature = "broken-touch-backwards") {
+                    s.accessed_ms = if teeth::planted(Bug::TouchBackwards) {
                         at // Deliberately wrong (simulation teeth only): may go back.
                     } else {
                         s.accessed_ms.max(at)
@@ -533,8 +534,8 @@ impl SessionState {
         }
         if let (Some(p), Some(max)) = (&session.principal, limits.max_per_principal) {
             let live = self.sessions_of(p).len() as u64;
-            // Deliberately off by one under the teeth feature (simulation only).
-            let full = if cfg!(feature = "broken-principal-limit") {
+            // Deliberately off by one in a teeth build (simulation only).
+            let full = if teeth::planted(Bug::PrincipalLimit) {
                 live > u64::from(max)
             } else {
                 live >= u64::from(max)

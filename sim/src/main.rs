@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use steadfast::teeth::Bug;
 use steadfast_sim::faults::{Corner, FaultClass};
 use steadfast_sim::harness::{self, RunOptions};
 
@@ -46,6 +47,36 @@ struct Args {
     /// Where `--soak` writes failing seeds' event logs.
     #[arg(long, default_value = "target/soak")]
     soak_dir: std::path::PathBuf,
+    /// Plant this bug in every node (a build with `--features teeth` only; see sim/README.md).
+    #[arg(long, value_name = "BUG")]
+    plant: Option<String>,
+    /// Print the names `--plant` takes, one a line, and exit.
+    #[arg(long)]
+    list_bugs: bool,
+}
+
+/// Plants the bug `--plant` names, or says in one line why it cannot.
+fn plant(name: &str) -> Result<(), String> {
+    let Some(bug) = Bug::from_name(name) else {
+        let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+        return Err(format!(
+            "--plant: no bug named {name:?}; the bugs are {}",
+            names.join(", ")
+        ));
+    };
+    #[cfg(feature = "teeth")]
+    {
+        steadfast::teeth::plant(bug);
+        Ok(())
+    }
+    #[cfg(not(feature = "teeth"))]
+    {
+        let _ = bug;
+        Err(
+            "--plant needs a teeth build: cargo build -p steadfast-sim --release --features teeth"
+                .into(),
+        )
+    }
 }
 
 fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
@@ -59,6 +90,18 @@ fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
 )]
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.list_bugs {
+        for bug in Bug::ALL {
+            println!("{}", bug.name());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Some(name) = &args.plant {
+        if let Err(e) = plant(name) {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

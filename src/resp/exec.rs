@@ -12,6 +12,7 @@ use crate::command::redis::{read, KeyData, KeyRef, KeyType, RedisBatch, RedisOp,
 use crate::command::{Attributes, Command, Outcome};
 use crate::error::Error;
 use crate::id::{GroupId, SessionId};
+use crate::teeth::{self, Bug};
 use crate::wire::{ClientRequest, RequestBody, ResponseBody};
 
 use super::keyspace::{glob_match, Cursor};
@@ -247,8 +248,8 @@ impl Executor {
         match first(stored) {
             Reply::Ok => done,
             refused => {
-                // Teeth feature (simulation only): the put-back under the grace period again.
-                let grace = if cfg!(feature = "broken-rename-put-back-grace") {
+                // Teeth build (simulation only): the put-back under the grace period again.
+                let grace = if teeth::planted(Bug::RenamePutBackGrace) {
                     self.delete_grace_ms
                 } else {
                     0

@@ -21,6 +21,7 @@ use crate::limits;
 use crate::raft::backend::{GroupImage, MetaKey, WriteOp};
 use crate::raft::typ::{Entry, LogId, StorageError, Vote};
 use crate::raft::TypeConfig;
+use crate::teeth::{self, Bug};
 
 /// A vote read back from disk is restored as *not committed*, so a restarted leader never
 /// resumes its old term on a vote it only remembers: it must win a real election (in a new term,
@@ -30,7 +31,7 @@ use crate::raft::TypeConfig;
 /// that, and the leader would hand out the same log ids again with other contents (openraft
 /// issue #1511). See ARCHITECTURE.md, "A restarted leader campaigns again".
 fn forget_commitment(mut vote: Vote) -> Vote {
-    if !cfg!(feature = "broken-resume-leadership") {
+    if !teeth::planted(Bug::ResumeLeadership) {
         vote.committed = false;
     }
     vote
@@ -250,7 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.write(WriteOp::Meta(MetaKey::Vote, codec::encode(vote)))?;
         self.lock().vote = Some(*vote);
-        if cfg!(feature = "broken-volatile-vote") {
+        if teeth::planted(Bug::VolatileVote) {
             // Deliberately wrong (simulation teeth only): the vote is not made durable.
             return Ok(());
         }
@@ -310,7 +311,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 inner.cache(e);
             }
         }
-        if cfg!(feature = "broken-early-ack") {
+        if teeth::planted(Bug::EarlyAck) {
             // Deliberately wrong (simulation teeth only): acknowledged before it is durable.
             callback.log_io_completed(Ok(()));
             return Ok(());
