@@ -8,6 +8,7 @@
 //! when a journal segment fills, a new one starts and a background thread flushes sled and then
 //! deletes the old segment.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,10 @@ use crate::id::GroupId;
 
 /// sled's page cache per node.
 const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The nice value snapshot writers run at.
+#[cfg(target_os = "linux")]
+const SNAPSHOT_NICE: i32 = 10;
 
 /// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
 const OPEN_LOCK_RETRIES: u32 = 100;
@@ -42,6 +47,8 @@ struct Inner {
     journal_dir: PathBuf,
     /// Writes made but not yet applied to sled (they are journalled at the next sync).
     queue: Mutex<Queue>,
+    /// Open tree handles by group and kind (`open_tree` looks the name up each call).
+    trees: Mutex<BTreeMap<(GroupId, &'static str), sled::Tree>>,
     /// The journal segment being appended; held for a whole sync, so syncs run one at a time
     /// and in order.
     segment: Mutex<Segment>,
@@ -60,6 +67,9 @@ struct Queue {
     ops: Vec<(GroupId, WriteOp)>,
     /// `ops` encoded as journal records.
     records: Vec<u8>,
+    /// Writes already journalled that the running sync is applying to sled without the queue
+    /// lock (so writers never wait for sled); readers lay them over sled before `ops`.
+    applying: Arc<Vec<(GroupId, WriteOp)>>,
 }
 
 impl SledBackend {
@@ -88,6 +98,7 @@ impl SledBackend {
                 data_file,
                 journal_dir,
                 queue: Mutex::default(),
+                trees: Mutex::default(),
                 segment: Mutex::new(segment),
                 checkpointing: Arc::default(),
                 failed: AtomicBool::new(false),
@@ -148,16 +159,21 @@ impl Inner {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
-        {
-            // Under the queue lock, so a reader sees each write in the queue or in sled.
+        // Readers see each write in the queue, in `applying` or in sled: the journalled writes
+        // move to `applying` under the queue lock, are applied to sled without it (writers go
+        // on queueing meanwhile), and leave `applying` once sled has them all.
+        let applying = {
             let mut q = self.queue.lock().expect("journal queue lock");
-            for (group, op) in q.ops.drain(..count) {
-                if let Err(e) = apply(&self.db, group, op) {
-                    self.failed.store(true, Ordering::Release);
-                    return Err(e);
-                }
+            q.applying = Arc::new(q.ops.drain(..count).collect());
+            q.applying.clone()
+        };
+        for (group, op) in applying.iter() {
+            if let Err(e) = self.apply(*group, op) {
+                self.failed.store(true, Ordering::Release);
+                return Err(e);
             }
         }
+        self.queue.lock().expect("journal queue lock").applying = Arc::default();
         if segment.is_full() && !self.checkpointing.swap(true, Ordering::AcqRel) {
             self.rotate(&mut segment)?;
         }
@@ -186,13 +202,29 @@ impl Inner {
         Ok(())
     }
 
-    /// `image` with the queued writes of `group` laid over it.
+    /// `image` with the writes of `group` not yet in sled laid over it, in order.
     fn overlay(&self, group: GroupId, image: &mut GroupImage, q: &Queue) {
-        for (g, op) in &q.ops {
+        for (g, op) in q.applying.iter().chain(&q.ops) {
             if *g == group {
                 apply_op(image, op.clone());
             }
         }
+    }
+
+    /// The group's tree of that kind, opened once.
+    fn tree(&self, group: GroupId, kind: &'static str) -> io::Result<sled::Tree> {
+        let mut trees = self.trees.lock().expect("tree cache lock");
+        if let Some(tree) = trees.get(&(group, kind)) {
+            return Ok(tree.clone());
+        }
+        let opened = tree(&self.db, group, kind)?;
+        trees.insert((group, kind), opened.clone());
+        Ok(opened)
+    }
+
+    /// Applies one journalled write to sled (see [`apply`]).
+    fn apply(&self, group: GroupId, op: &WriteOp) -> io::Result<()> {
+        apply_to(|kind| self.tree(group, kind), op)
     }
 }
 
@@ -218,26 +250,32 @@ fn tree(db: &sled::Db, group: GroupId, kind: &str) -> io::Result<sled::Tree> {
 /// its IO buffer and writes it out at every call, which is the cost the journal removes). The
 /// journal makes that safe: a write interrupted here is replayed whole at the next start.
 fn apply(db: &sled::Db, group: GroupId, op: WriteOp) -> io::Result<()> {
+    apply_to(|kind| tree(db, group, kind), &op)
+}
+
+/// [`apply`] with the group's trees from `tree`.
+fn apply_to(tree: impl Fn(&'static str) -> io::Result<sled::Tree>, op: &WriteOp) -> io::Result<()> {
     match op {
         WriteOp::Meta(key, value) => {
-            tree(db, group, "meta")?
-                .insert(key.name(), value)
+            tree("meta")?
+                .insert(key.name(), value.as_slice())
                 .map_err(sled_io)?;
         }
         WriteOp::Append(entries) => {
-            let log = tree(db, group, "log")?;
+            let log = tree("log")?;
             for (index, bytes) in entries {
-                log.insert(index.to_be_bytes(), bytes).map_err(sled_io)?;
+                log.insert(index.to_be_bytes(), bytes.as_slice())
+                    .map_err(sled_io)?;
             }
         }
         WriteOp::TruncateFrom(index) => {
-            let log = tree(db, group, "log")?;
+            let log = tree("log")?;
             for key in log.range(index.to_be_bytes()..).keys() {
                 log.remove(key.map_err(sled_io)?).map_err(sled_io)?;
             }
         }
         WriteOp::PurgeUpTo(index) => {
-            let log = tree(db, group, "log")?;
+            let log = tree("log")?;
             for key in log.range(..=index.to_be_bytes()).keys() {
                 log.remove(key.map_err(sled_io)?).map_err(sled_io)?;
             }
@@ -259,6 +297,19 @@ fn lock_held(e: &sled::Error) -> bool {
     }
 }
 
+/// Lowers the calling thread's CPU priority (nice 10). Best effort: where it fails, the
+/// thread runs at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value is per thread; the id of a thread names just that thread.
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
+            tracing::debug!(error = %e, "could not lower the snapshot writer's priority");
+        }
+    }
+}
+
 fn sled_io(e: sled::Error) -> io::Error {
     match e {
         sled::Error::Io(e) => e,
@@ -270,13 +321,13 @@ impl Backend for SledBackend {
     fn load(&self, group: GroupId) -> io::Result<GroupImage> {
         let mut image = GroupImage::default();
         let q = self.inner.queue.lock().expect("journal queue lock");
-        let meta = tree(&self.inner.db, group, "meta")?;
+        let meta = self.inner.tree(group, "meta")?;
         for key in [MetaKey::Vote, MetaKey::Committed, MetaKey::Purged] {
             if let Some(v) = meta.get(key.name()).map_err(sled_io)? {
                 image.meta.insert(key, v.to_vec());
             }
         }
-        for kv in tree(&self.inner.db, group, "log")?.iter() {
+        for kv in self.inner.tree(group, "log")?.iter() {
             let (k, v) = kv.map_err(sled_io)?;
             image.entries.insert(log_key(&k)?, v.to_vec());
         }
@@ -311,9 +362,17 @@ impl Backend for SledBackend {
         let dir = self.inner.dir.clone();
         Box::pin(async move {
             let _slot = self.inner.snapshot_slot.lock().await;
-            tokio::task::spawn_blocking(move || write_file_durably(&dir, &path, write))
-                .await
-                .map_err(io::Error::other)?
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            // A thread of its own at a low priority: encoding a large state competes for the
+            // CPU with the write path, which must win (the 1M-session stall).
+            std::thread::Builder::new()
+                .name("snapshot-writer".into())
+                .spawn(move || {
+                    lower_priority();
+                    let _ = tx.send(write_file_durably(&dir, &path, write));
+                })?;
+            rx.await
+                .map_err(|_| io::Error::other("the snapshot writer thread died"))?
         })
     }
 
@@ -336,7 +395,10 @@ impl Backend for SledBackend {
         }
         let q = self.inner.queue.lock().expect("journal queue lock");
         let mut view = GroupImage::default();
-        for kv in tree(&self.inner.db, group, "log")?.range(start.to_be_bytes()..end.to_be_bytes())
+        for kv in self
+            .inner
+            .tree(group, "log")?
+            .range(start.to_be_bytes()..end.to_be_bytes())
         {
             let (k, v) = kv.map_err(sled_io)?;
             view.entries.insert(log_key(&k)?, v.to_vec());
