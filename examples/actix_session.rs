@@ -19,13 +19,19 @@
 //! prints and the app connects with mutual TLS. The cookie key is made at start, so cookies
 //! do not survive a restart of the app (load it from configuration in production).
 
+#[allow(
+    clippy::duplicate_mod,
+    reason = "tests/it includes several examples, each with this module"
+)]
+mod common;
+use common::{client_config, flag, init_tracing};
+
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::{web, App, HttpServer};
 use serde::Deserialize;
 use steadfast::adapters::actix::SteadfastActixStore;
-use steadfast::client::{Client, ClientConfig};
-use steadfast::tls::{Tls, TlsFiles};
+use steadfast::client::Client;
 
 #[derive(Deserialize)]
 pub struct Login {
@@ -95,42 +101,9 @@ async fn logout(session: Session) -> String {
     "logged out\n".into()
 }
 
-/// `--endpoints` (or `STEADFAST_ENDPOINTS`, or the local `up` cluster), with mutual TLS when
-/// the `STEADFAST_TLS_*` variables are set.
-pub fn client_config(args: &[String]) -> anyhow::Result<ClientConfig> {
-    let endpoints = flag(args, "--endpoints")
-        .or_else(|| std::env::var("STEADFAST_ENDPOINTS").ok())
-        .unwrap_or_else(|| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into());
-    let config = ClientConfig::new(endpoints.split(',').map(str::to_string).collect());
-    let var = |name| std::env::var_os(name).map(std::path::PathBuf::from);
-    Ok(
-        match (
-            var("STEADFAST_TLS_CERT"),
-            var("STEADFAST_TLS_KEY"),
-            var("STEADFAST_TLS_CA"),
-        ) {
-            (Some(cert), Some(key), Some(ca)) => {
-                config.with_tls(Tls::load(&TlsFiles { cert, key, ca })?)
-            }
-            _ => config,
-        },
-    )
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .init();
+    init_tracing();
     let args: Vec<String> = std::env::args().collect();
     let port: u16 = flag(&args, "--port").map_or(Ok(8092), |p| p.parse())?;
     let client = Client::connect(client_config(&args)?).await?;

@@ -17,6 +17,13 @@
 //! 127.0.0.1:7001-7003). With `up --tls`, export the three `STEADFAST_TLS_*` variables `up`
 //! prints and the app connects with mutual TLS.
 
+#[allow(
+    clippy::duplicate_mod,
+    reason = "tests/it includes several examples, each with this module"
+)]
+mod common;
+use common::{client_config, flag, init_tracing};
+
 use std::net::SocketAddr;
 
 use axum::extract::Query;
@@ -26,8 +33,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use steadfast::adapters::tower_sessions::{save_failure, SaveFailureKind, SteadfastStore};
-use steadfast::client::{Client, ClientConfig};
-use steadfast::tls::{Tls, TlsFiles};
+use steadfast::client::Client;
 use tower_sessions::{session, Expiry, Session, SessionManagerLayer};
 
 #[derive(Deserialize)]
@@ -124,42 +130,9 @@ async fn logout(session: Session) -> Result<String, AppError> {
     Ok("logged out\n".into())
 }
 
-/// `--endpoints` (or `STEADFAST_ENDPOINTS`, or the local `up` cluster), with mutual TLS when
-/// the `STEADFAST_TLS_*` variables are set.
-pub fn client_config(args: &[String]) -> anyhow::Result<ClientConfig> {
-    let endpoints = flag(args, "--endpoints")
-        .or_else(|| std::env::var("STEADFAST_ENDPOINTS").ok())
-        .unwrap_or_else(|| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into());
-    let config = ClientConfig::new(endpoints.split(',').map(str::to_string).collect());
-    let var = |name| std::env::var_os(name).map(std::path::PathBuf::from);
-    Ok(
-        match (
-            var("STEADFAST_TLS_CERT"),
-            var("STEADFAST_TLS_KEY"),
-            var("STEADFAST_TLS_CA"),
-        ) {
-            (Some(cert), Some(key), Some(ca)) => {
-                config.with_tls(Tls::load(&TlsFiles { cert, key, ca })?)
-            }
-            _ => config,
-        },
-    )
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .init();
+    init_tracing();
     let args: Vec<String> = std::env::args().collect();
     let port: u16 = flag(&args, "--port").map_or(Ok(8091), |p| p.parse())?;
     let client = Client::connect(client_config(&args)?).await?;

@@ -15,6 +15,13 @@
 //! 127.0.0.1:7001-7003), `--embedded DIR` (run a one-node store inside the app instead, data in
 //! DIR, listening on `--store-port`, default 7101).
 
+#[allow(
+    clippy::duplicate_mod,
+    reason = "tests/it includes several examples, each with this module"
+)]
+mod common;
+use common::{flag, init_tracing};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -134,20 +141,9 @@ async fn logout_everywhere(
     ))
 }
 
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .init();
+    init_tracing();
     let args: Vec<String> = std::env::args().collect();
     let port: u16 = flag(&args, "--port").map_or(Ok(8081), |p| p.parse())?;
     let backend = if let Some(dir) = flag(&args, "--embedded") {
