@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the write path's hot pieces, so a regression shows without a cluster:
-//! the state machine applying a batch, the entry codec, and a log append plus the durability
+//! the state machine applying a batch, a restart's snapshot decode, the entry codec, and a log append plus the durability
 //! barrier on sled. `cargo bench --bench hot_paths`.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use steadfast::command::{Batch, Command, Limits, Request};
 use steadfast::raft::backend::{Backend, SledBackend, WriteOp};
 use steadfast::raft::store::apply_batch;
 use steadfast::raft::typ::Entry;
-use steadfast::state::SessionState;
+use steadfast::state::{SessionState, StateImage};
 use steadfast::{GroupId, SessionId};
 
 const SESSIONS: usize = 10_000;
@@ -102,6 +102,45 @@ fn state_machine(c: &mut Criterion) {
     group.finish();
 }
 
+fn restart(c: &mut Criterion) {
+    const RESTORED: usize = 100_000;
+    let mut group = c.benchmark_group("restart");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RESTORED as u64));
+    let mut state = SessionState::default();
+    let creates = (0..RESTORED).map(|n| Request {
+        now_ms: 1,
+        origin: None,
+        command: Command::Create {
+            id: id(n),
+            attributes: BTreeMap::from([("v".to_string(), vec![n as u8; 1024])]),
+            idle_timeout_ms: 3_600_000,
+            lifetime_ms: None,
+            principal: None,
+            limits: Limits::default(),
+        },
+    });
+    let creates = creates.collect::<Vec<_>>();
+    for (i, chunk) in creates.chunks(BATCH).enumerate() {
+        let batch = Batch {
+            requests: chunk.to_vec(),
+        };
+        apply_batch(&mut state, i as u64 + 1, &batch);
+    }
+    let image = codec::encode(&state.view());
+    group.bench_function(
+        "decode and index a snapshot (100k sessions of 1 KiB)",
+        |b| {
+            b.iter(|| {
+                let image: StateImage =
+                    codec::decode(black_box(&image), usize::MAX).expect("decodes");
+                black_box(SessionState::from_image(image).expect("valid image"))
+            })
+        },
+    );
+    group.finish();
+}
+
 fn codec_entries(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -145,5 +184,5 @@ fn log_append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, state_machine, codec_entries, log_append);
+criterion_group!(benches, state_machine, restart, codec_entries, log_append);
 criterion_main!(benches);

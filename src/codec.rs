@@ -35,6 +35,9 @@ pub enum DecodeError {
     /// The body does not parse.
     #[error("malformed record body: {0}")]
     Body(String),
+    /// The record could not be read from its stream.
+    #[error("record unreadable: {0}")]
+    Io(String),
 }
 
 /// Encodes `value` as a checked record.
@@ -115,6 +118,76 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Deco
     postcard::from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))
 }
 
+/// The largest string or byte string a streamed record may hold: nothing in a record is larger
+/// than the frame that brought it.
+const STREAM_SCRATCH_BYTES: usize = crate::limits::FRAME_BYTES_MAX;
+
+/// Decodes a checked record of `len` bytes from `reader` without holding the record in memory:
+/// what a restart reads large snapshots with. The body is parsed as it streams (bounded as in
+/// [`decode`]: postcard's allocations follow the bytes actually read) and the checksum is
+/// verified at its end, so a damaged record is refused, only later than [`decode`] refuses it.
+pub fn decode_from<T: DeserializeOwned>(
+    mut reader: impl std::io::Read,
+    len: u64,
+    limit: usize,
+) -> Result<T, DecodeError> {
+    let bytes = usize::try_from(len).unwrap_or(usize::MAX);
+    if bytes > limit {
+        return Err(DecodeError::TooLarge { bytes, limit });
+    }
+    if bytes < HEADER_BYTES {
+        return Err(DecodeError::Truncated(bytes));
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    reader
+        .read_exact(&mut header)
+        .map_err(|e| DecodeError::Io(e.to_string()))?;
+    if header[0] != RECORD_FORMAT {
+        return Err(DecodeError::Format(header[0]));
+    }
+    let crc = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    let body_len = len - HEADER_BYTES as u64;
+    // Checksummed in large reads beneath the buffer: postcard pulls single bytes from the top.
+    let mut body = std::io::BufReader::with_capacity(
+        1 << 20,
+        ChecksumReader {
+            inner: reader.take(body_len),
+            hasher: crc32fast::Hasher::new(),
+            read: 0,
+        },
+    );
+    let mut scratch = vec![0u8; STREAM_SCRATCH_BYTES];
+    let parsed = postcard::from_io::<T, _>((&mut body, &mut scratch[..]))
+        .map(|(value, _)| value)
+        .map_err(|e| DecodeError::Body(e.to_string()));
+    // The rest of the body counts towards the checksum (and a parse error may be damage).
+    std::io::copy(&mut body, &mut std::io::sink()).map_err(|e| DecodeError::Io(e.to_string()))?;
+    let body = body.into_inner();
+    if body.read != body_len {
+        return Err(DecodeError::Truncated(HEADER_BYTES + body.read as usize));
+    }
+    if body.hasher.finalize() != crc {
+        return Err(DecodeError::Checksum);
+    }
+    parsed
+}
+
+/// Passes bytes through, checksums and counts them.
+struct ChecksumReader<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    read: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for ChecksumReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +201,30 @@ mod tests {
         let bytes = out.into_inner();
         assert_eq!(&bytes[..6], b"prefix");
         assert_eq!(bytes[6..], encode(&value)[..]);
+    }
+
+    #[test]
+    fn streamed_decoding_equals_decoding_and_detects_damage() {
+        // More string bytes than the scratch buffer holds: each is read into it in turn.
+        let value: Vec<String> = (0..2_500)
+            .map(|i| format!("{i:04}").repeat(1_000))
+            .collect();
+        let bytes = encode(&value);
+        assert!(bytes.len() > 2 * STREAM_SCRATCH_BYTES);
+        let read = |b: &[u8], len: u64| decode_from::<Vec<String>>(b, len, usize::MAX);
+        assert_eq!(read(&bytes, bytes.len() as u64), Ok(value));
+        for i in [0, 1, 4, 5, 6, 1000, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(read(&bad, bad.len() as u64).is_err(), "flip at {i}");
+        }
+        let short = &bytes[..bytes.len() - 1];
+        assert!(read(short, bytes.len() as u64).is_err(), "truncated stream");
+        assert!(read(short, short.len() as u64).is_err(), "truncated record");
+        assert!(matches!(
+            decode_from::<Vec<String>>(&bytes[..], bytes.len() as u64, 1000),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Request {
                 }
                 Command::RotateIn {
                     session, principal, ..
-                } => attributes(&session.attributes) + text(&session.principal) + text(principal),
+                } => session.bytes() + text(&session.principal) + text(principal),
                 Command::Rotate { principal, .. } => text(principal),
                 Command::InvalidatePrincipal { principal } => principal.len(),
                 Command::TouchBatch { reads } => reads.len() * 24,
@@ -157,6 +157,7 @@ pub enum Command {
         /// The new session's id.
         id: SessionId,
         /// Its initial attributes.
+        #[serde(with = "crate::session::byte_serde::map")]
         attributes: Attributes,
         /// Idle timeout (max-inactive interval), already defaulted by the proposing node.
         idle_timeout_ms: u64,
@@ -215,6 +216,7 @@ pub enum Command {
         /// The session to change.
         id: SessionId,
         /// Attributes to set (insert or replace).
+        #[serde(with = "crate::session::byte_serde::map")]
         set: Attributes,
         /// Attributes to remove.
         remove: BTreeSet<String>,

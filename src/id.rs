@@ -83,7 +83,12 @@ impl SessionId {
 
 /// FNV-1a, 64 bit: tiny, stable, and good enough to spread random ids evenly.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a64_extend(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// Continues an FNV-1a hash over more bytes: `fnv1a64_extend(fnv1a64(a), b)` is the hash of
+/// `a` followed by `b`.
+pub fn fnv1a64_extend(mut hash: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);

@@ -7,14 +7,19 @@ use std::collections::BTreeMap;
 
 use crate::limits;
 
+pub mod byte_serde;
+mod packed;
+
+pub use packed::{Iter as PackedIter, PackedAttributes};
+
 /// Attribute names mapped to opaque values.
 pub type Attributes = BTreeMap<String, Vec<u8>>;
 
 /// One stored session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// The application's attributes.
-    pub attributes: Attributes,
+    /// The application's attributes, packed (serialized exactly as an [`Attributes`] map).
+    pub attributes: PackedAttributes,
     /// Replicated time of creation.
     pub created_ms: u64,
     /// Replicated time of the last access (create, update or touch).
@@ -37,10 +42,19 @@ impl Session {
         self.deadline_ms.map_or(idle, |d| d.min(idle))
     }
 
-    /// The bytes this session counts against [`limits::SESSION_BYTES_MAX`].
+    /// The bytes `attributes` count against [`limits::SESSION_BYTES_MAX`].
     pub fn encoded_bytes(attributes: &Attributes) -> usize {
+        Self::counted_bytes(attributes.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
+    /// The bytes this session's attributes count against [`limits::SESSION_BYTES_MAX`].
+    pub fn bytes(&self) -> usize {
+        Self::counted_bytes(self.attributes.iter())
+    }
+
+    /// The bytes attributes count against [`limits::SESSION_BYTES_MAX`].
+    pub fn counted_bytes<'a>(attributes: impl Iterator<Item = (&'a str, &'a [u8])>) -> usize {
         attributes
-            .iter()
             .map(|(k, v)| k.len() + v.len() + limits::ATTRIBUTE_OVERHEAD_BYTES)
             .sum()
     }

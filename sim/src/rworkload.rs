@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::Rng;
-use steadfast::command::redis::{read, KeyData, ReadOp, Reply};
+use steadfast::command::redis::{read_map, ReadOp, Reply};
 use steadfast::resp::exec::Executor;
 use steadfast::resp::keyspace::key_id;
 use steadfast::resp::plan::{plan, Planned};
@@ -318,11 +318,8 @@ pub async fn get(client: &Client, name: &[u8], groups: u32) -> RResult {
     let Ok(r) = client.read(key_id(name, groups)).await else {
         return RResult::Unknown;
     };
-    let key = r.session.as_ref().map(|s| KeyData {
-        attributes: &s.attributes,
-        deadline_ms: s.deadline_ms,
-    });
-    let value = match read(&ReadOp::Get, key, r.server_time_ms) {
+    let key = r.session.as_ref().map(|s| (&s.attributes, s.deadline_ms));
+    let value = match read_map(&ReadOp::Get, key, r.server_time_ms) {
         Reply::Bulk(v) => std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()),
         _ => None,
     };

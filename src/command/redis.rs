@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Attributes;
 use crate::id::SessionId;
+use crate::session::PackedAttributes;
 
 /// The attribute holding the key's name.
 pub const KEY_ATTR: &str = "\0key";
@@ -53,8 +54,13 @@ impl KeyType {
     }
 
     /// The type recorded in `attributes`; `None` for a session that is not a Redis key.
-    pub fn of(attributes: &Attributes) -> Option<KeyType> {
-        match attributes.get(TYPE_ATTR)?.as_slice() {
+    pub fn of(attributes: &PackedAttributes) -> Option<KeyType> {
+        Self::tagged(attributes.get(TYPE_ATTR)?)
+    }
+
+    /// The type a `TYPE_ATTR` value names.
+    pub fn tagged(tag: &[u8]) -> Option<KeyType> {
+        match tag {
             b"string" => Some(KeyType::String),
             b"hash" => Some(KeyType::Hash),
             b"set" => Some(KeyType::Set),
@@ -166,6 +172,7 @@ pub enum RedisOp {
         /// The key.
         key: KeyRef,
         /// The value.
+        #[serde(with = "crate::session::byte_serde::bytes")]
         value: Vec<u8>,
         /// `NX`/`XX`.
         condition: SetCondition,
@@ -256,6 +263,7 @@ pub enum RedisOp {
         /// The destination key.
         key: KeyRef,
         /// The moved attributes (without the key's name, which is set from `key`).
+        #[serde(with = "crate::session::byte_serde::map")]
         attributes: Attributes,
         /// The moved deadline.
         deadline_ms: Option<u64>,
@@ -362,7 +370,7 @@ pub enum Reply {
     /// An integer.
     Int(i64),
     /// A bulk string.
-    Bulk(Vec<u8>),
+    Bulk(#[serde(with = "crate::session::byte_serde::bytes")] Vec<u8>),
     /// The null bulk string (RESP3 null).
     Nil,
     /// An array.
@@ -393,7 +401,7 @@ impl Reply {
 #[derive(Clone, Copy, Debug)]
 pub struct KeyData<'a> {
     /// The session's attributes.
-    pub attributes: &'a Attributes,
+    pub attributes: &'a PackedAttributes,
     /// The key's deadline, if any.
     pub deadline_ms: Option<u64>,
 }
@@ -404,9 +412,20 @@ impl KeyData<'_> {
     }
 
     /// The user's fields or members, in name order.
-    pub fn fields(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.attributes.iter().filter(|(k, _)| is_user_field(k))
     }
+}
+
+/// [`read`] on a key as a client reads it: its attributes as a map and its deadline.
+pub fn read_map(op: &ReadOp, key: Option<(&Attributes, Option<u64>)>, now_ms: u64) -> Reply {
+    let packed =
+        key.map(|(attributes, deadline_ms)| (PackedAttributes::from(attributes), deadline_ms));
+    let key = packed.as_ref().map(|(attributes, deadline_ms)| KeyData {
+        attributes,
+        deadline_ms: *deadline_ms,
+    });
+    read(op, key, now_ms)
 }
 
 /// Answers `op` on a key (`None` = it does not exist) at replicated time `now_ms`.
@@ -422,7 +441,7 @@ pub fn read(op: &ReadOp, key: Option<KeyData<'_>>, now_ms: u64) -> Reply {
     let result = (|| -> Result<Reply, Reply> {
         Ok(match op {
             ReadOp::Get => match want(KeyType::String)? {
-                Some(k) => Reply::Bulk(k.attributes.get(VALUE_ATTR).cloned().unwrap_or_default()),
+                Some(k) => Reply::Bulk(k.attributes.get(VALUE_ATTR).unwrap_or_default().to_vec()),
                 None => Reply::Nil,
             },
             ReadOp::StrLen => Reply::Int(
@@ -447,7 +466,7 @@ pub fn read(op: &ReadOp, key: Option<KeyData<'_>>, now_ms: u64) -> Reply {
                 }
             }),
             ReadOp::HGet(field) => want(KeyType::Hash)?
-                .and_then(|k| k.attributes.get(field).cloned())
+                .and_then(|k| k.attributes.get(field).map(<[u8]>::to_vec))
                 .map_or(Reply::Nil, Reply::Bulk),
             ReadOp::HMGet(fields) => {
                 let k = want(KeyType::Hash)?;
@@ -455,7 +474,7 @@ pub fn read(op: &ReadOp, key: Option<KeyData<'_>>, now_ms: u64) -> Reply {
                     fields
                         .iter()
                         .map(|f| {
-                            k.and_then(|k| k.attributes.get(f).cloned())
+                            k.and_then(|k| k.attributes.get(f).map(<[u8]>::to_vec))
                                 .map_or(Reply::Nil, Reply::Bulk)
                         })
                         .collect(),
@@ -465,7 +484,7 @@ pub fn read(op: &ReadOp, key: Option<KeyData<'_>>, now_ms: u64) -> Reply {
                 want(KeyType::Hash)?
                     .map(|k| {
                         k.fields()
-                            .map(|(f, v)| (Reply::text(f.clone()), Reply::Bulk(v.clone())))
+                            .map(|(f, v)| (Reply::text(f), Reply::Bulk(v.to_vec())))
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -478,17 +497,17 @@ pub fn read(op: &ReadOp, key: Option<KeyData<'_>>, now_ms: u64) -> Reply {
             }
             ReadOp::HKeys => Reply::Array(
                 want(KeyType::Hash)?
-                    .map(|k| k.fields().map(|(f, _)| Reply::text(f.clone())).collect())
+                    .map(|k| k.fields().map(|(f, _)| Reply::text(f)).collect())
                     .unwrap_or_default(),
             ),
             ReadOp::HVals => Reply::Array(
                 want(KeyType::Hash)?
-                    .map(|k| k.fields().map(|(_, v)| Reply::Bulk(v.clone())).collect())
+                    .map(|k| k.fields().map(|(_, v)| Reply::Bulk(v.to_vec())).collect())
                     .unwrap_or_default(),
             ),
             ReadOp::SMembers => Reply::Set(
                 want(KeyType::Set)?
-                    .map(|k| k.fields().map(|(f, _)| Reply::text(f.clone())).collect())
+                    .map(|k| k.fields().map(|(f, _)| Reply::text(f)).collect())
                     .unwrap_or_default(),
             ),
             ReadOp::SIsMember(member) => Reply::Int(i64::from(
@@ -516,7 +535,7 @@ mod tests {
 
     #[test]
     fn reads_answer_by_type_and_ttl_counts_down_from_an_absolute_deadline() {
-        let attrs = string(b"v");
+        let attrs = PackedAttributes::from(string(b"v"));
         let key = KeyData {
             attributes: &attrs,
             deadline_ms: Some(10_500),

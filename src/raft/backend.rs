@@ -17,6 +17,9 @@ mod journal;
 mod sled_backend;
 
 use crate::codec::WriteSeek;
+
+/// A snapshot being read front to back ([`Backend::open_snapshot`]).
+pub type SnapshotReader = Box<dyn io::Read + Send>;
 pub use crate::future::BoxFuture;
 use crate::id::GroupId;
 pub use sled_backend::SledBackend;
@@ -93,6 +96,13 @@ pub trait Backend: Send + Sync + 'static {
         -> BoxFuture<'_, io::Result<()>>;
     /// Reads a group's latest durable snapshot.
     fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>>;
+    /// Opens a group's latest durable snapshot for streaming: a reader and its length in bytes.
+    fn open_snapshot(&self, group: GroupId) -> io::Result<Option<(SnapshotReader, u64)>> {
+        Ok(self.read_snapshot(group)?.map(|bytes| {
+            let len = bytes.len() as u64;
+            (Box::new(io::Cursor::new(bytes)) as SnapshotReader, len)
+        }))
+    }
     /// Reads the written (not necessarily durable) log entries with `start <= index < end`.
     fn read_entries(&self, group: GroupId, start: u64, end: u64)
         -> io::Result<Vec<(u64, Vec<u8>)>>;

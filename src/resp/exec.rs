@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use futures_util::future::join_all;
 
 use crate::client::Client;
-use crate::command::redis::{read, KeyData, KeyRef, KeyType, RedisBatch, RedisOp, Reply};
+use crate::command::redis::{read_map, KeyRef, KeyType, RedisBatch, RedisOp, Reply};
 use crate::command::{Attributes, Command, Outcome};
 use crate::error::Error;
 use crate::id::{GroupId, SessionId};
@@ -96,11 +96,8 @@ impl Executor {
             };
             out.push(match self.client.read(*id).await {
                 Ok(r) => {
-                    let key = r.session.as_ref().map(|s| KeyData {
-                        attributes: &s.attributes,
-                        deadline_ms: s.deadline_ms,
-                    });
-                    read(op, key, r.server_time_ms)
+                    let key = r.session.as_ref().map(|s| (&s.attributes, s.deadline_ms));
+                    read_map(op, key, r.server_time_ms)
                 }
                 Err(e) => failure(e),
             });

@@ -14,6 +14,7 @@ use crate::command::redis::{
 };
 use crate::command::{Attributes, Outcome};
 use crate::id::SessionId;
+use crate::session::PackedAttributes;
 
 /// A Redis key never idles out: its only deadline is the absolute one.
 const NO_IDLE_TIMEOUT: u64 = u64::MAX;
@@ -80,7 +81,7 @@ impl SessionState {
                 KeyType::of(&session.attributes),
                 session.attributes.get(KEY_ATTR),
             ) {
-                keys.push((name.clone(), t));
+                keys.push((name.to_vec(), t));
             }
         }
         let next = last.and_then(|p| {
@@ -116,7 +117,7 @@ impl SessionState {
     fn key_name(&self, id: &SessionId) -> Option<Vec<u8>> {
         let s = self.sessions.get(id)?;
         KeyType::of(&s.attributes)?;
-        s.attributes.get(KEY_ATTR).cloned()
+        s.attributes.get(KEY_ATTR).map(<[u8]>::to_vec)
     }
 
     fn key(&self, id: &SessionId) -> Option<&Session> {
@@ -263,7 +264,7 @@ impl SessionState {
                 if *only_if_absent && self.key(&to.id).is_some() {
                     return Ok(Reply::Int(0));
                 }
-                let mut attributes = source.attributes.clone();
+                let mut attributes = source.attributes.to_map();
                 let deadline = source.deadline_ms;
                 attributes.insert(KEY_ATTR.into(), to.name.clone());
                 // Store the destination first: if it is refused, the source is untouched.
@@ -291,7 +292,11 @@ impl SessionState {
             } => {
                 let mut attributes = attributes.clone();
                 attributes.insert(KEY_ATTR.into(), key.name.clone());
-                if KeyType::of(&attributes).is_none() {
+                if attributes
+                    .get(TYPE_ATTR)
+                    .and_then(|t| KeyType::tagged(t))
+                    .is_none()
+                {
                     return Err(Reply::err("moved data has no key type"));
                 }
                 self.put(index, key, attributes, *deadline_ms, grace)?;
@@ -303,7 +308,7 @@ impl SessionState {
     /// The attributes of the hash or set `key` (new ones if it does not exist).
     fn collection(&self, key: &KeyRef, t: KeyType) -> Result<Attributes, Reply> {
         Ok(match self.typed(&key.id, t)? {
-            Some(s) => s.attributes.clone(),
+            Some(s) => s.attributes.to_map(),
             None => layout(key, t, []),
         })
     }
@@ -318,7 +323,7 @@ impl SessionState {
         let Some(s) = self.typed(id, t)? else {
             return Ok(Reply::Int(0));
         };
-        let mut attributes = s.attributes.clone();
+        let mut attributes = s.attributes.to_map();
         let removed = fields
             .iter()
             .filter(|f| is_user_field(f) && attributes.remove(*f).is_some())
@@ -329,7 +334,7 @@ impl SessionState {
         if attributes.keys().any(|k| is_user_field(k)) {
             let now = self.clock_ms;
             self.modify(id, |s| {
-                s.attributes = attributes;
+                s.attributes = attributes.into();
                 s.version = index;
                 s.accessed_ms = now;
             });
@@ -362,7 +367,8 @@ impl SessionState {
         deadline: Option<u64>,
         grace: u64,
     ) -> Result<(), Reply> {
-        if let Some(rejection) = validate(&attributes, NO_IDLE_TIMEOUT) {
+        let attributes = PackedAttributes::from(&attributes);
+        if let Some(rejection) = validate(attributes.iter(), NO_IDLE_TIMEOUT) {
             return Err(match rejection {
                 Outcome::TooLarge { bytes, limit } => Reply::err(format!(
                     "value too large: the key would take {bytes} bytes, limit {limit}"
@@ -450,7 +456,7 @@ impl SessionState {
 }
 
 fn string_value(s: &Session) -> Vec<u8> {
-    s.attributes.get(VALUE_ATTR).cloned().unwrap_or_default()
+    s.attributes.get(VALUE_ATTR).unwrap_or_default().to_vec()
 }
 
 fn check_field(name: &str) -> Result<(), Reply> {
@@ -737,7 +743,10 @@ mod tests {
             ]
         );
         assert!(s.get(&key(1).id).is_none());
-        assert_eq!(s.sessions[&key(3).id].attributes[KEY_ATTR], b"k3");
+        assert_eq!(
+            s.sessions[&key(3).id].attributes.get(KEY_ATTR),
+            Some(&b"k3"[..])
+        );
         let hdel = RedisOp::HDel {
             id: key(3).id,
             fields: vec!["a".into(), "b".into(), "zz".into()],

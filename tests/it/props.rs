@@ -763,7 +763,7 @@ fn run_model(start_ms: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
             (
                 *id,
                 ModelSession {
-                    attributes: s.attributes.clone(),
+                    attributes: s.attributes.to_map(),
                     created_ms: s.created_ms,
                     accessed_ms: s.accessed_ms,
                     idle_timeout_ms: s.idle_timeout_ms,
@@ -913,7 +913,7 @@ fn arb_session() -> impl Strategy<Value = Session> {
         .prop_map(
             |(attributes, created_ms, accessed_ms, idle_timeout_ms, deadline_ms, version)| {
                 Session {
-                    attributes,
+                    attributes: attributes.into(),
                     created_ms,
                     accessed_ms,
                     idle_timeout_ms,
@@ -1061,7 +1061,7 @@ fn arb_response_body() -> impl Strategy<Value = ResponseBody> {
     let view = (arb_id(), arb_session(), any::<u64>(), any::<u64>()).prop_map(
         |(id, s, expires_at_ms, server_time_ms)| SessionView {
             id,
-            attributes: s.attributes,
+            attributes: s.attributes.to_map(),
             version: s.version,
             created_ms: s.created_ms,
             accessed_ms: s.accessed_ms,

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use super::journal::{self, Segment};
 use super::WriteOp;
-use super::{apply_op, write_file_durably, Backend, BoxFuture, GroupImage, MetaKey, SnapshotWrite};
+use super::{apply_op, write_file_durably, Backend, BoxFuture, GroupImage, MetaKey};
+use super::{SnapshotReader, SnapshotWrite};
 use crate::id::GroupId;
 
 /// sled's page cache per node.
@@ -379,6 +380,17 @@ impl Backend for SledBackend {
     fn read_snapshot(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
         match std::fs::read(self.snapshot_path(group)) {
             Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_snapshot(&self, group: GroupId) -> io::Result<Option<(SnapshotReader, u64)>> {
+        match File::open(self.snapshot_path(group)) {
+            Ok(file) => {
+                let len = file.metadata()?.len();
+                Ok(Some((Box::new(file), len)))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

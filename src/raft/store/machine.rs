@@ -117,9 +117,10 @@ impl StateMachineStore {
     /// Opens a group's state machine from its latest durable snapshot.
     pub fn open(group: GroupId, backend: SharedBackend) -> Result<Self, StorageError> {
         let mut machine = MachineState::default();
-        if let Some(bytes) = backend.read_snapshot(group).map_err(read_err)? {
-            let file = decode_snapshot(&bytes).map_err(read_err)?;
-            drop(bytes);
+        // Streamed: a large group's snapshot is never held in memory beside its decoded state.
+        if let Some((reader, len)) = backend.open_snapshot(group).map_err(read_err)? {
+            let file: SnapshotFile =
+                codec::decode_from(reader, len, limits::SNAPSHOT_BYTES_MAX).map_err(read_err)?;
             machine.state = SessionState::from_image(file.state).map_err(read_err)?;
             machine.last_applied = file.meta.last_log_id;
             machine.membership = file.meta.last_membership.clone();

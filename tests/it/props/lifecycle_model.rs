@@ -116,7 +116,7 @@ impl ModelSession {
 
     fn to_session(&self) -> Session {
         Session {
-            attributes: Attributes::new(),
+            attributes: Default::default(),
             created_ms: self.created_ms,
             accessed_ms: self.accessed_ms,
             idle_timeout_ms: self.idle_timeout_ms,
@@ -421,7 +421,7 @@ fn command(op: &Op, model: &Model, stamp: u64, moved: &Option<Session>) -> Comma
             limits,
         } => {
             let session = moved.clone().unwrap_or_else(|| Session {
-                attributes: Attributes::new(),
+                attributes: Default::default(),
                 created_ms: stamp,
                 accessed_ms: stamp,
                 idle_timeout_ms: 1_000,
