@@ -373,6 +373,39 @@ mod tests {
         assert_eq!(p.to_map(), m);
     }
 
+    fn small_map() -> impl proptest::strategy::Strategy<Value = Attributes> {
+        use proptest::prelude::*;
+        proptest::collection::btree_map(
+            "[a-d]{0,2}",
+            proptest::collection::vec(any::<u8>(), 0..4),
+            0..6,
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn changes_and_encoding_agree_with_the_map(
+            old in small_map(),
+            set in small_map(),
+            remove in proptest::collection::btree_set("[a-d]{0,2}", 0..4),
+        ) {
+            let mut expected = old.clone();
+            for name in &remove {
+                expected.remove(name);
+            }
+            expected.extend(set.clone());
+            let changed = PackedAttributes::from(&old).with_changes(&set, &remove);
+            proptest::prop_assert_eq!(changed.to_map(), expected.clone());
+            proptest::prop_assert_eq!(&changed, &PackedAttributes::from(&expected));
+            let bytes = postcard::to_allocvec(&changed).unwrap();
+            proptest::prop_assert_eq!(&bytes, &postcard::to_allocvec(&expected).unwrap());
+            for (name, value) in &expected {
+                proptest::prop_assert_eq!(changed.get(name), Some(value.as_slice()));
+            }
+            proptest::prop_assert_eq!(changed.len(), expected.len());
+        }
+    }
+
     #[test]
     fn truncated_input_is_an_error() {
         let bytes = postcard::to_allocvec(&map(&[("user", b"ann")])).unwrap();
