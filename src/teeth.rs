@@ -1,6 +1,6 @@
 //! Deliberately planted bugs, to prove the simulation catches each class of bug it is for
 //! (sim/README.md, "The suite has teeth"). They exist only in builds with the `teeth` feature,
-//! and even there only the one bug [`plant`]ed at start is active; without the feature
+//! and even there only the one bug planted at start (`plant`) is active; without the feature
 //! [`planted`] is a constant `false` and every planted branch compiles away.
 //!
 //! One build carries every bug so CI builds the teeth binary once, not once per bug.

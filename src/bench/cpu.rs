@@ -65,6 +65,26 @@ impl LocalNodes {
             })
             .collect()
     }
+
+    /// Waits until the node processes together use less than `cores` over one second (the
+    /// work a bulk load left behind, such as compaction, is done), for at most `max`: how long
+    /// it waited, and whether they went quiet. At once when no node is local.
+    pub async fn settle(
+        &self,
+        cores: f64,
+        max: std::time::Duration,
+    ) -> (std::time::Duration, bool) {
+        let started = tokio::time::Instant::now();
+        let total = |samples: Vec<NodeCpu>| samples.iter().map(|n| n.seconds).sum::<f64>();
+        while !self.nodes.is_empty() && started.elapsed() < max {
+            let before = total(self.sample());
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if total(self.sample()) - before < cores {
+                return (started.elapsed(), true);
+            }
+        }
+        (started.elapsed(), self.nodes.is_empty())
+    }
 }
 
 /// CPU seconds (user + system) a process has used.

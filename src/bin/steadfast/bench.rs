@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Keep the bench's sessions afterwards (by default they are deleted).
     #[arg(long)]
     keep: bool,
+    /// After the preload, wait (up to 120 s) until the local nodes use under a quarter of a
+    /// core, so the measured run starts after the compaction a bulk load leaves behind.
+    #[arg(long)]
+    settle: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -92,6 +96,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let ids = Arc::new(ids);
     let nodes = LocalNodes::find(&endpoints);
+    if args.settle {
+        let (waited, quiet) = nodes.settle(0.25, Duration::from_secs(120)).await;
+        let secs = waited.as_secs_f64();
+        if quiet {
+            eprintln!("settle: the local nodes went quiet after {secs:.1} s");
+        } else {
+            eprintln!(
+                "settle: the local nodes were still busy after {secs:.1} s; measuring anyway"
+            );
+        }
+    }
     let points = if args.standard {
         vec![(1, 0.0), (1, 1.0), (64, 0.0), (64, 1.0)]
     } else {
