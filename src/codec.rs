@@ -148,15 +148,17 @@ pub fn decode_from<T: DeserializeOwned>(
     let crc = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
     let body_len = len - HEADER_BYTES as u64;
     // Checksummed in large reads beneath the buffer: postcard pulls single bytes from the top.
+    // Neither buffer need be larger than the record (nothing in it is longer than it).
+    let bounded = |cap: usize| cap.min(bytes);
     let mut body = std::io::BufReader::with_capacity(
-        1 << 20,
+        bounded(1 << 20),
         ChecksumReader {
             inner: reader.take(body_len),
             hasher: crc32fast::Hasher::new(),
             read: 0,
         },
     );
-    let mut scratch = vec![0u8; STREAM_SCRATCH_BYTES];
+    let mut scratch = vec![0u8; bounded(STREAM_SCRATCH_BYTES)];
     let parsed = postcard::from_io::<T, _>((&mut body, &mut scratch[..]))
         .map(|(value, _)| value)
         .map_err(|e| DecodeError::Body(e.to_string()));

@@ -98,7 +98,22 @@ pub fn command_apply(data: &[u8]) {
 pub fn snapshot_decode(data: &[u8]) {
     let wrapped = wrap_record(data);
     for bytes in [data, &wrapped[..]] {
-        if let Ok(file) = decode_snapshot(bytes) {
+        let decoded = decode_snapshot(bytes);
+        // A restart streams the file: it must accept exactly what decoding the bytes accepts
+        // (a streamed parse may see trailing bytes as damage only through the checksum, which
+        // both check), and yield the same snapshot.
+        let streamed = codec::decode_from::<SnapshotFile>(
+            bytes,
+            bytes.len() as u64,
+            limits::SNAPSHOT_BYTES_MAX,
+        );
+        assert_eq!(
+            decoded.is_ok(),
+            streamed.is_ok(),
+            "streamed and in-memory decoding agree"
+        );
+        if let (Ok(file), Ok(again)) = (decoded, streamed) {
+            assert_eq!(file, again, "streamed decoding yields the same snapshot");
             use_snapshot(file);
         }
         round_trip_record::<LogId>(bytes, META_RECORD_BYTES_MAX);
