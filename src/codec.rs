@@ -98,20 +98,9 @@ impl<W: std::io::Write> std::io::Write for ChecksumWriter<W> {
 
 /// Decodes a checked record of at most `limit` bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
-    if bytes.len() > limit {
-        return Err(DecodeError::TooLarge {
-            bytes: bytes.len(),
-            limit,
-        });
-    }
-    if bytes.len() < HEADER_BYTES {
-        return Err(DecodeError::Truncated(bytes.len()));
-    }
-    if bytes[0] != RECORD_FORMAT {
-        return Err(DecodeError::Format(bytes[0]));
-    }
-    let crc = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let body = &bytes[HEADER_BYTES..];
+    check_size(bytes.len(), limit)?;
+    let (header, body) = bytes.split_at(HEADER_BYTES);
+    let crc = header_crc(header)?;
     if crc32fast::hash(body) != crc {
         return Err(DecodeError::Checksum);
     }
@@ -132,20 +121,12 @@ pub fn decode_from<T: DeserializeOwned>(
     limit: usize,
 ) -> Result<T, DecodeError> {
     let bytes = usize::try_from(len).unwrap_or(usize::MAX);
-    if bytes > limit {
-        return Err(DecodeError::TooLarge { bytes, limit });
-    }
-    if bytes < HEADER_BYTES {
-        return Err(DecodeError::Truncated(bytes));
-    }
+    check_size(bytes, limit)?;
     let mut header = [0u8; HEADER_BYTES];
     reader
         .read_exact(&mut header)
         .map_err(|e| DecodeError::Io(e.to_string()))?;
-    if header[0] != RECORD_FORMAT {
-        return Err(DecodeError::Format(header[0]));
-    }
-    let crc = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    let crc = header_crc(&header)?;
     let body_len = len - HEADER_BYTES as u64;
     // Checksummed in large reads beneath the buffer: postcard pulls single bytes from the top.
     // Neither buffer need be larger than the record (nothing in it is longer than it).
@@ -172,6 +153,26 @@ pub fn decode_from<T: DeserializeOwned>(
         return Err(DecodeError::Checksum);
     }
     parsed
+}
+
+/// Refuses a record of `bytes` over `limit` or shorter than a header.
+fn check_size(bytes: usize, limit: usize) -> Result<(), DecodeError> {
+    if bytes > limit {
+        return Err(DecodeError::TooLarge { bytes, limit });
+    }
+    if bytes < HEADER_BYTES {
+        return Err(DecodeError::Truncated(bytes));
+    }
+    Ok(())
+}
+
+/// The body checksum a record's header carries, if this build reads its format.
+fn header_crc(header: &[u8]) -> Result<u32, DecodeError> {
+    match *header {
+        [RECORD_FORMAT, a, b, c, d] => Ok(u32::from_le_bytes([a, b, c, d])),
+        [format, ..] => Err(DecodeError::Format(format)),
+        [] => Err(DecodeError::Truncated(0)),
+    }
 }
 
 /// Passes bytes through, checksums and counts them.

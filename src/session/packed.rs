@@ -241,11 +241,7 @@ impl<'de> Visitor<'de> for PackedVisitor {
         }
         // Out of order or repeated names (never written by us): what a map would have made of
         // them, the last value of a name winning.
-        let map: Attributes = packed
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_vec()))
-            .collect();
-        Ok(PackedAttributes::from(&map))
+        Ok(PackedAttributes::from(&packed.to_map()))
     }
 }
 
