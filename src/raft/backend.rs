@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 mod journal;
+mod pending;
 mod sled_backend;
 
 use crate::codec::WriteSeek;

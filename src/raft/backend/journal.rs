@@ -71,9 +71,9 @@ impl Segment {
         self.number
     }
 
-    /// Whether this segment is full enough to close.
-    pub fn is_full(&self) -> bool {
-        self.bytes >= SEGMENT_BYTES
+    /// Whether this segment holds at least `limit` bytes (then it is closed).
+    pub fn is_full(&self, limit: u64) -> bool {
+        self.bytes >= limit
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! A write is queued (and encoded as a journal record) at once; a [`Backend::sync`] appends every
 //! queued record to the journal with one `write` and one `fdatasync`, and only then applies the
-//! writes to sled. Reads see sled with the queued writes laid over it, so they see every write
-//! as soon as it was made, as the [`Backend`] contract says. sled is flushed at checkpoints:
-//! when a journal segment fills, a new one starts and a background thread flushes sled and then
+//! writes to sled, except log entries: those wait in memory ([`PendingLog`]) until the
+//! checkpoint after their segment, and only the ones still in the log by then are inserted. Reads
+//! see sled with the journalled and queued writes laid over it, so they see every write as soon
+//! as it was made, as the [`Backend`] contract says. When a journal segment fills, a new one
+//! starts and a background thread moves the pending entries into sled, flushes sled and then
 //! deletes the old segment.
 
 use std::collections::BTreeMap;
@@ -14,8 +16,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use super::journal::{self, Segment};
+use super::pending::PendingLog;
 use super::WriteOp;
 use super::{apply_op, write_file_durably, Backend, BoxFuture, GroupImage, MetaKey};
 use super::{SnapshotReader, SnapshotWrite};
@@ -30,6 +34,10 @@ const SNAPSHOT_NICE: i32 = 10;
 
 /// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
 const OPEN_LOCK_RETRIES: u32 = 100;
+
+/// How many pending log entries a checkpoint inserts into sled per turn of the sled lock (a
+/// sync's sled writes wait at most that long).
+const DRAIN_CHUNK: usize = 64;
 
 /// sled-backed storage: one `sled::Db` and one journal for all groups, so one sync commits every
 /// group's appends.
@@ -46,8 +54,14 @@ struct Inner {
     /// an `fdatasync` through this handle after it (DESIGN §5, sled issue #1452).
     data_file: Arc<File>,
     journal_dir: PathBuf,
-    /// Writes made but not yet applied to sled (they are journalled at the next sync).
-    queue: Mutex<Queue>,
+    /// A journal segment this large is closed at the next sync and a checkpoint started.
+    segment_bytes: u64,
+    /// Writes made but not yet in sled.
+    queue: Arc<Mutex<Queue>>,
+    /// Held while sled's trees are changed: a sync's removals and metadata and a checkpoint's
+    /// inserts of pending entries happen in the order they took it (so a purge that followed an
+    /// entry's journalling also follows its insert).
+    sled_writes: Arc<Mutex<()>>,
     /// Open tree handles by group and kind (`open_tree` looks the name up each call).
     trees: Mutex<BTreeMap<(GroupId, &'static str), sled::Tree>>,
     /// The journal segment being appended; held for a whole sync, so syncs run one at a time
@@ -55,6 +69,14 @@ struct Inner {
     segment: Mutex<Segment>,
     /// Whether a checkpoint thread is running.
     checkpointing: Arc<AtomicBool>,
+    /// The latest checkpoint thread (joined when the storage closes).
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    /// Tests run checkpoints step by step instead of on a thread: the closed segment's job
+    /// waits here.
+    #[cfg(test)]
+    parked: Mutex<Option<Checkpoint>>,
+    #[cfg(test)]
+    manual_checkpoints: AtomicBool,
     /// Set when a journal write failed: nothing after it may be called durable.
     failed: AtomicBool,
     /// Held while a snapshot is written: a node writes one group's snapshot at a time, so groups
@@ -65,17 +87,47 @@ struct Inner {
 
 #[derive(Default)]
 struct Queue {
+    /// Writes made and not yet journalled (at the next sync).
     ops: Vec<(GroupId, WriteOp)>,
     /// `ops` encoded as journal records.
     records: Vec<u8>,
-    /// Writes already journalled that the running sync is applying to sled without the queue
-    /// lock (so writers never wait for sled); readers lay them over sled before `ops`.
+    /// Journalled writes other than appends that the running sync is applying to sled without
+    /// the queue lock (so writers never wait for sled); readers lay them over sled first.
     applying: Arc<Vec<(GroupId, WriteOp)>>,
+    /// Journalled log entries not in sled, with every later truncation and purge applied.
+    pending: PendingLog,
+    /// Entries the running checkpoint is moving into sled (it was `pending` when their segment
+    /// closed); newer than sled, older than `pending`.
+    draining: PendingLog,
+}
+
+impl Queue {
+    /// Moves the first `count` queued writes, now journalled, on: appends to `pending`, and the
+    /// rest applied to the pending entries and returned (they go to sled).
+    fn journalled(&mut self, count: usize) -> Vec<(GroupId, WriteOp)> {
+        let mut to_sled = Vec::new();
+        for (group, op) in self.ops.drain(..count) {
+            match op {
+                WriteOp::Append(entries) => self.pending.append(group, entries),
+                other => {
+                    self.pending.remove(group, &other);
+                    self.draining.remove(group, &other);
+                    to_sled.push((group, other));
+                }
+            }
+        }
+        to_sled
+    }
 }
 
 impl SledBackend {
     /// Opens (or creates) the node's storage under `dir`, replaying its journal into sled.
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with(dir, journal::SEGMENT_BYTES)
+    }
+
+    /// [`SledBackend::open`] with journal segments closed at `segment_bytes`.
+    fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let db = open_db(&dir.join("sled"))?;
         let data_file = Arc::new(File::open(dir.join("sled").join("db"))?);
@@ -98,10 +150,17 @@ impl SledBackend {
                 dir: dir.to_path_buf(),
                 data_file,
                 journal_dir,
-                queue: Mutex::default(),
+                segment_bytes,
+                queue: Arc::default(),
+                sled_writes: Arc::default(),
                 trees: Mutex::default(),
                 segment: Mutex::new(segment),
                 checkpointing: Arc::default(),
+                checkpointer: Mutex::default(),
+                #[cfg(test)]
+                parked: Mutex::default(),
+                #[cfg(test)]
+                manual_checkpoints: AtomicBool::new(false),
                 failed: AtomicBool::new(false),
                 snapshot_slot: tokio::sync::Mutex::new(()),
             }),
@@ -160,54 +219,114 @@ impl Inner {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
-        // Readers see each write in the queue, in `applying` or in sled: the journalled writes
-        // move to `applying` under the queue lock, are applied to sled without it (writers go
-        // on queueing meanwhile), and leave `applying` once sled has them all.
+        // Readers see each write in the queue, in `pending`, in `applying` or in sled: under
+        // the queue lock the journalled appends move to `pending` and the other writes to
+        // `applying`, which is applied to sled without it (writers go on queueing meanwhile)
+        // and emptied once sled has it all.
         let applying = {
             let mut q = self.queue.lock().expect("journal queue lock");
-            q.applying = Arc::new(q.ops.drain(..count).collect());
+            q.applying = Arc::new(q.journalled(count));
             q.applying.clone()
         };
-        for (group, op) in applying.iter() {
-            if let Err(e) = self.apply(*group, op) {
-                self.failed.store(true, Ordering::Release);
-                return Err(e);
+        if !applying.is_empty() {
+            let _sled = self.sled_writes.lock().expect("sled write lock");
+            for (group, op) in applying.iter() {
+                if let Err(e) = self.apply(*group, op) {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
+            self.queue.lock().expect("journal queue lock").applying = Arc::default();
         }
-        self.queue.lock().expect("journal queue lock").applying = Arc::default();
-        if segment.is_full() && !self.checkpointing.swap(true, Ordering::AcqRel) {
+        if segment.is_full(self.segment_bytes) && !self.checkpointing.swap(true, Ordering::AcqRel) {
             self.rotate(&mut segment)?;
         }
         Ok(())
     }
 
-    /// Starts a new segment and, in the background, flushes sled and removes the old ones.
+    /// Starts a new segment and, in the background, moves the pending entries into sled,
+    /// flushes it and removes the old segments.
     fn rotate(&self, segment: &mut Segment) -> io::Result<()> {
         let closed = segment.number();
         *segment = Segment::create(&self.journal_dir, closed + 1)?;
-        let db = self.db.clone();
-        let data_file = self.data_file.clone();
-        let dir = self.journal_dir.clone();
+        {
+            // Every entry journalled in the closed segments is in sled or in `pending`: those
+            // are what this checkpoint moves (with any a failed one left in `draining`).
+            let mut q = self.queue.lock().expect("journal queue lock");
+            let closing = std::mem::take(&mut q.pending);
+            q.draining.merge(closing);
+        }
+        let job = Checkpoint {
+            db: self.db.clone(),
+            data_file: self.data_file.clone(),
+            journal_dir: self.journal_dir.clone(),
+            queue: self.queue.clone(),
+            sled_writes: self.sled_writes.clone(),
+            closed,
+        };
+        #[cfg(test)]
+        if self.manual_checkpoints.load(Ordering::Acquire) {
+            *self.parked.lock().expect("parked checkpoint") = Some(job);
+            return Ok(());
+        }
         let running = self.checkpointing.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("journal-checkpoint".into())
             .spawn(move || {
-                let done =
-                    checkpoint(&db, &data_file).and_then(|()| journal::remove_up_to(&dir, closed));
-                if let Err(e) = done {
-                    // The old segments stay and are replayed at the next start.
+                if let Err(e) = job.run() {
+                    // The old segments stay and are replayed at the next start; the entries
+                    // not moved stay in `draining` for the next checkpoint.
                     tracing::error!(error = %e, "journal checkpoint failed");
                 }
                 running.store(false, Ordering::Release);
             })?;
+        // The previous thread has finished (`checkpointing` was clear): dropping its handle
+        // only detaches it.
+        *self.checkpointer.lock().expect("checkpointer lock") = Some(handle);
         Ok(())
     }
 
-    /// `image` with the writes of `group` not yet in sled laid over it, in order.
-    fn overlay(&self, group: GroupId, image: &mut GroupImage, q: &Queue) {
-        for (g, op) in q.applying.iter().chain(&q.ops) {
+    /// `image` with the writes of `group` not yet in sled laid over it, in order, for the
+    /// entries with `start <= index < end`.
+    fn overlay(&self, group: GroupId, image: &mut GroupImage, q: &Queue, start: u64, end: u64) {
+        for (g, op) in q.applying.iter() {
             if *g == group {
                 apply_op(image, op.clone());
+            }
+        }
+        q.draining.lay_over(group, start, end, &mut image.entries);
+        q.pending.lay_over(group, start, end, &mut image.entries);
+        for (g, op) in &q.ops {
+            if *g == group {
+                apply_op(image, op.clone());
+            }
+        }
+    }
+
+    /// Runs up to `chunks` turns of a parked checkpoint, `n` entries each (tests).
+    #[cfg(test)]
+    fn step_checkpoint(&self, chunks: usize, n: usize) {
+        let mut parked = self.parked.lock().expect("parked checkpoint");
+        let Some(job) = parked.as_ref() else {
+            return;
+        };
+        let mut logs = BTreeMap::new();
+        for _ in 0..chunks {
+            if !job.move_chunk(&mut logs, n).expect("move a chunk") {
+                job.finish().expect("finish the checkpoint");
+                *parked = None;
+                self.checkpointing.store(false, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Waits for the running checkpoint, if any, to finish.
+    fn join_checkpoint(&self) {
+        let handle = self.checkpointer.lock().expect("checkpointer lock").take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the journal checkpoint thread panicked");
             }
         }
     }
@@ -231,14 +350,69 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Whatever was written and not yet synced reaches the journal and sled, as sled's own
-        // flush-on-drop would have done.
+        // Whatever was written and not yet synced reaches the journal (and the next start
+        // replays it into sled), as sled's own flush-on-drop would have done.
+        self.join_checkpoint();
         if let Err(e) = self
             .sync()
             .and_then(|()| checkpoint(&self.db, &self.data_file))
         {
             tracing::warn!(error = %e, "closing storage: the last writes may not be durable");
         }
+    }
+}
+
+/// A checkpoint's work: move the pending entries of the closed segments into sled, flush sled,
+/// delete the segments.
+struct Checkpoint {
+    db: sled::Db,
+    data_file: Arc<File>,
+    journal_dir: PathBuf,
+    queue: Arc<Mutex<Queue>>,
+    sled_writes: Arc<Mutex<()>>,
+    /// The newest closed segment.
+    closed: u64,
+}
+
+impl Checkpoint {
+    fn run(&self) -> io::Result<()> {
+        let mut logs = BTreeMap::new();
+        while self.move_chunk(&mut logs, DRAIN_CHUNK)? {}
+        self.finish()
+    }
+
+    /// Moves up to `n` entries from `draining` into sled; whether there were any.
+    fn move_chunk(&self, logs: &mut BTreeMap<GroupId, sled::Tree>, n: usize) -> io::Result<bool> {
+        // A chunk is copied, inserted and only then dropped from `draining`, so readers find
+        // each entry in one or the other throughout. A truncation or purge journalled meanwhile
+        // has removed its entries from `draining` already, and its sled part waits for
+        // `sled_writes`, so it also removes any of them this chunk inserts.
+        let _sled = self.sled_writes.lock().expect("sled write lock");
+        let chunk = self
+            .queue
+            .lock()
+            .expect("journal queue lock")
+            .draining
+            .first(n);
+        for (group, index, bytes) in &chunk {
+            let log = match logs.get(group) {
+                Some(log) => log,
+                None => logs.entry(*group).or_insert(tree(&self.db, *group, "log")?),
+            };
+            log.insert(index.to_be_bytes(), bytes.as_slice())
+                .map_err(sled_io)?;
+        }
+        let mut q = self.queue.lock().expect("journal queue lock");
+        for (group, index, _) in &chunk {
+            q.draining.forget(*group, *index);
+        }
+        Ok(!chunk.is_empty())
+    }
+
+    /// Makes sled durable and deletes the closed segments.
+    fn finish(&self) -> io::Result<()> {
+        checkpoint(&self.db, &self.data_file)?;
+        journal::remove_up_to(&self.journal_dir, self.closed)
     }
 }
 
@@ -332,7 +506,7 @@ impl Backend for SledBackend {
             let (k, v) = kv.map_err(sled_io)?;
             image.entries.insert(log_key(&k)?, v.to_vec());
         }
-        self.inner.overlay(group, &mut image, &q);
+        self.inner.overlay(group, &mut image, &q, 0, u64::MAX);
         drop(q);
         image.snapshot = self.read_snapshot(group)?;
         Ok(image)
@@ -415,7 +589,7 @@ impl Backend for SledBackend {
             let (k, v) = kv.map_err(sled_io)?;
             view.entries.insert(log_key(&k)?, v.to_vec());
         }
-        self.inner.overlay(group, &mut view, &q);
+        self.inner.overlay(group, &mut view, &q, start, end);
         Ok(view.entries_in(start, end))
     }
 }
@@ -550,6 +724,126 @@ mod tests {
         assert_eq!(image.entries, want);
         assert_eq!(image.meta.get(&MetaKey::Vote), Some(&b"v9".to_vec()));
         drop(disk);
+    }
+
+    /// The keys of a group's log tree in sled itself (not the pending entries).
+    fn sled_log_keys(disk: &SledBackend, g: GroupId) -> Vec<u64> {
+        let log = disk.inner.tree(g, "log").expect("tree");
+        log.iter()
+            .keys()
+            .map(|k| log_key(&k.expect("key")).expect("log key"))
+            .collect()
+    }
+
+    #[test]
+    fn entries_purged_before_their_checkpoint_never_reach_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = GroupId(2);
+        let disk = SledBackend::open_with(dir.path(), 64 * 1024).expect("open");
+        let entry = |i: u64| (i, i.to_le_bytes().repeat(64));
+        disk.write(g, WriteOp::Append((1..=100).map(entry).collect()))
+            .expect("w");
+        block_on(disk.sync()).expect("sync");
+        disk.write(g, WriteOp::PurgeUpTo(90)).expect("w");
+        block_on(disk.sync()).expect("sync");
+        assert!(
+            sled_log_keys(&disk, g).is_empty(),
+            "no insert before the checkpoint"
+        );
+        assert_eq!(disk.read_entries(g, 85, 95).expect("read").len(), 4);
+        // The segment passes 64 KiB: the next sync closes it and a checkpoint runs.
+        disk.write(g, WriteOp::Append((101..=140).map(entry).collect()))
+            .expect("w");
+        block_on(disk.sync()).expect("sync");
+        disk.inner.join_checkpoint();
+        assert_eq!(sled_log_keys(&disk, g), (91..=140).collect::<Vec<_>>());
+        assert_eq!(
+            journal::segments(&dir.path().join("journal")).expect("segments"),
+            vec![2],
+            "the closed segment is gone"
+        );
+        drop(disk);
+        let disk = SledBackend::open(dir.path()).expect("reopen");
+        let image = disk.load(g).expect("load");
+        assert_eq!(
+            image.entries,
+            (91..=140).map(entry).collect::<BTreeMap<_, _>>()
+        );
+    }
+
+    /// Random appends, truncations and purges on three groups, with segments small enough that
+    /// checkpoints run all the time, moving entries into sled a few at a time between the writes:
+    /// every read, and every reopen (some with a checkpoint cut short), sees exactly what the
+    /// writes describe.
+    #[test]
+    fn reads_and_reopens_match_the_writes_across_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |dir: &Path| {
+            let disk = SledBackend::open_with(dir, 16 * 1024).expect("open");
+            disk.inner.manual_checkpoints.store(true, Ordering::Release);
+            disk
+        };
+        let mut disk = open(dir.path());
+        let mut model: BTreeMap<GroupId, GroupImage> = BTreeMap::new();
+        let mut next: BTreeMap<GroupId, u64> = BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..3000u64 {
+            let g = GroupId(rand(3) as u32);
+            let last = *next.get(&g).unwrap_or(&1);
+            let op = match rand(10) {
+                0 if last > 3 => WriteOp::TruncateFrom(last - rand(3)),
+                1 | 2 if last > 1 => WriteOp::PurgeUpTo(last - 1 - rand(last.min(20))),
+                _ => {
+                    let n = 1 + rand(4);
+                    let entries = (last..last + n)
+                        .map(|i| (i, format!("{step}:{i}").repeat(20).into_bytes()))
+                        .collect();
+                    WriteOp::Append(entries)
+                }
+            };
+            match &op {
+                WriteOp::TruncateFrom(i) => {
+                    next.insert(g, *i);
+                }
+                WriteOp::Append(entries) => {
+                    next.insert(g, entries.last().expect("entries").0 + 1);
+                }
+                _ => {}
+            }
+            disk.write(g, op.clone()).expect("write");
+            apply_op(model.entry(g).or_default(), op);
+            if rand(3) == 0 {
+                block_on(disk.sync()).expect("sync");
+            }
+            // The closed segment's entries move into sled a few at a time, between the writes.
+            disk.inner.step_checkpoint(1, 1 + rand(3) as usize);
+            let want = model[&g].entries_in(0, u64::MAX);
+            assert_eq!(
+                disk.read_entries(g, 0, u64::MAX).expect("read"),
+                want,
+                "step {step}"
+            );
+            if step % 1000 == 999 {
+                block_on(disk.sync()).expect("sync");
+                drop(disk);
+                disk = open(dir.path());
+                for (g, image) in &model {
+                    assert_eq!(
+                        disk.load(*g).expect("load").entries,
+                        image.entries,
+                        "step {step}"
+                    );
+                }
+            }
+        }
+        let segment = disk.inner.segment.lock().expect("segment").number();
+        assert!(segment > 10, "checkpoints ran: segment {segment}");
     }
 
     fn copy_tree(from: &Path, to: &Path) {
