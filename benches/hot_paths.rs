@@ -127,6 +127,14 @@ fn restart(c: &mut Criterion) {
         };
         apply_batch(&mut state, i as u64 + 1, &batch);
     }
+    let mut out = std::io::Cursor::new(Vec::with_capacity(RESTORED * 1200));
+    group.bench_function("encode a snapshot (100k sessions of 1 KiB)", |b| {
+        b.iter(|| {
+            out.set_position(0);
+            codec::encode_into(&state.view(), &mut out).expect("encodes");
+            black_box(out.position())
+        })
+    });
     let image = codec::encode(&state.view());
     group.bench_function(
         "decode and index a snapshot (100k sessions of 1 KiB)",
