@@ -2,13 +2,13 @@
 //! write-ahead [`journal`](super::journal).
 //!
 //! A write is queued (and encoded as a journal record) at once; a [`Backend::sync`] appends every
-//! queued record to the journal with one `write` and one `fdatasync`, and only then applies the
-//! writes to sled, except log entries: those wait in memory ([`PendingLog`]) until the
-//! checkpoint after their segment, and only the ones still in the log by then are inserted. Reads
-//! see sled with the journalled and queued writes laid over it, so they see every write as soon
-//! as it was made, as the [`Backend`] contract says. When a journal segment fills, a new one
-//! starts and a background thread moves the pending entries into sled, flushes sled and then
-//! deletes the old segment.
+//! queued record to the journal with one `write` and one `fdatasync` and nothing else: the
+//! journalled writes stay in memory (log entries in a [`PendingLog`]) until the checkpoint after
+//! their segment. Reads see sled with the journalled and queued writes laid over it, so they see
+//! every write as soon as it was made, as the [`Backend`] contract says. When a journal segment
+//! fills, a new one starts and a background thread applies the held writes to sled, inserts the
+//! entries still in the log (those purged or truncated meanwhile never reach sled), flushes sled
+//! and then deletes the old segment.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -35,8 +35,7 @@ const SNAPSHOT_NICE: i32 = 10;
 /// How many times (20 ms apart) opening waits for a lock a just-dropped handle still holds.
 const OPEN_LOCK_RETRIES: u32 = 100;
 
-/// How many pending log entries a checkpoint inserts into sled per turn of the sled lock (a
-/// sync's sled writes wait at most that long).
+/// How many held log entries a checkpoint copies per turn of the queue lock.
 const DRAIN_CHUNK: usize = 64;
 
 /// sled-backed storage: one `sled::Db` and one journal for all groups, so one sync commits every
@@ -58,10 +57,6 @@ struct Inner {
     segment_bytes: u64,
     /// Writes made but not yet in sled.
     queue: Arc<Mutex<Queue>>,
-    /// Held while sled's trees are changed: a sync's removals and metadata and a checkpoint's
-    /// inserts of pending entries happen in the order they took it (so a purge that followed an
-    /// entry's journalling also follows its insert).
-    sled_writes: Arc<Mutex<()>>,
     /// Open tree handles by group and kind (`open_tree` looks the name up each call).
     trees: Mutex<BTreeMap<(GroupId, &'static str), sled::Tree>>,
     /// The journal segment being appended; held for a whole sync, so syncs run one at a time
@@ -91,32 +86,42 @@ struct Queue {
     ops: Vec<(GroupId, WriteOp)>,
     /// `ops` encoded as journal records.
     records: Vec<u8>,
-    /// Journalled writes other than appends that the running sync is applying to sled without
-    /// the queue lock (so writers never wait for sled); readers lay them over sled first.
-    applying: Arc<Vec<(GroupId, WriteOp)>>,
+    /// Journalled writes other than appends (metadata, truncations, purges), in order, for the
+    /// next checkpoint to apply to sled.
+    sled_ops: Vec<(GroupId, WriteOp)>,
     /// Journalled log entries not in sled, with every later truncation and purge applied.
     pending: PendingLog,
-    /// Entries the running checkpoint is moving into sled (it was `pending` when their segment
-    /// closed); newer than sled, older than `pending`.
+    /// The running checkpoint's share, from the closed segments: `closing_ops` (it applies them
+    /// to sled first, then empties this) and `draining` (then it inserts those entries). An
+    /// entry still held has no later truncation or purge covering it (those removed it here),
+    /// so applying the writes before inserting the entries ends where the journal does.
+    closing_ops: Arc<Vec<(GroupId, WriteOp)>>,
     draining: PendingLog,
 }
 
 impl Queue {
-    /// Moves the first `count` queued writes, now journalled, on: appends to `pending`, and the
-    /// rest applied to the pending entries and returned (they go to sled).
-    fn journalled(&mut self, count: usize) -> Vec<(GroupId, WriteOp)> {
-        let mut to_sled = Vec::new();
+    /// Moves the first `count` queued writes, now journalled, on: appends to `pending`; the
+    /// rest are applied to the entries held here and kept for the next checkpoint.
+    fn journalled(&mut self, count: usize) {
         for (group, op) in self.ops.drain(..count) {
             match op {
                 WriteOp::Append(entries) => self.pending.append(group, entries),
                 other => {
                     self.pending.remove(group, &other);
                     self.draining.remove(group, &other);
-                    to_sled.push((group, other));
+                    self.sled_ops.push((group, other));
                 }
             }
         }
-        to_sled
+    }
+
+    /// Hands everything journalled so far to a checkpoint (with whatever a failed one left).
+    fn close_segment(&mut self) {
+        let mut ops = std::mem::take(&mut self.closing_ops).to_vec();
+        ops.append(&mut self.sled_ops);
+        self.closing_ops = Arc::new(ops);
+        let entries = std::mem::take(&mut self.pending);
+        self.draining.merge(entries);
     }
 }
 
@@ -152,7 +157,6 @@ impl SledBackend {
                 journal_dir,
                 segment_bytes,
                 queue: Arc::default(),
-                sled_writes: Arc::default(),
                 trees: Mutex::default(),
                 segment: Mutex::new(segment),
                 checkpointing: Arc::default(),
@@ -219,25 +223,12 @@ impl Inner {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
-        // Readers see each write in the queue, in `pending`, in `applying` or in sled: under
-        // the queue lock the journalled appends move to `pending` and the other writes to
-        // `applying`, which is applied to sled without it (writers go on queueing meanwhile)
-        // and emptied once sled has it all.
-        let applying = {
-            let mut q = self.queue.lock().expect("journal queue lock");
-            q.applying = Arc::new(q.journalled(count));
-            q.applying.clone()
-        };
-        if !applying.is_empty() {
-            let _sled = self.sled_writes.lock().expect("sled write lock");
-            for (group, op) in applying.iter() {
-                if let Err(e) = self.apply(*group, op) {
-                    self.failed.store(true, Ordering::Release);
-                    return Err(e);
-                }
-            }
-            self.queue.lock().expect("journal queue lock").applying = Arc::default();
-        }
+        // A sync never touches sled: the journalled writes stay in memory, where readers find
+        // them, until the checkpoint after their segment.
+        self.queue
+            .lock()
+            .expect("journal queue lock")
+            .journalled(count);
         if segment.is_full(self.segment_bytes) && !self.checkpointing.swap(true, Ordering::AcqRel) {
             self.rotate(&mut segment)?;
         }
@@ -249,19 +240,18 @@ impl Inner {
     fn rotate(&self, segment: &mut Segment) -> io::Result<()> {
         let closed = segment.number();
         *segment = Segment::create(&self.journal_dir, closed + 1)?;
-        {
-            // Every entry journalled in the closed segments is in sled or in `pending`: those
-            // are what this checkpoint moves (with any a failed one left in `draining`).
-            let mut q = self.queue.lock().expect("journal queue lock");
-            let closing = std::mem::take(&mut q.pending);
-            q.draining.merge(closing);
-        }
+        // Every write journalled in the closed segments is in sled or held in memory: the held
+        // ones are this checkpoint's.
+        self.queue
+            .lock()
+            .expect("journal queue lock")
+            .close_segment();
         let job = Checkpoint {
             db: self.db.clone(),
             data_file: self.data_file.clone(),
             journal_dir: self.journal_dir.clone(),
             queue: self.queue.clone(),
-            sled_writes: self.sled_writes.clone(),
+            ops_applied: AtomicBool::new(false),
             closed,
         };
         #[cfg(test)]
@@ -273,9 +263,11 @@ impl Inner {
         let handle = std::thread::Builder::new()
             .name("journal-checkpoint".into())
             .spawn(move || {
+                // Nothing waits for a checkpoint: the write path wins the CPU.
+                lower_priority();
                 if let Err(e) = job.run() {
-                    // The old segments stay and are replayed at the next start; the entries
-                    // not moved stay in `draining` for the next checkpoint.
+                    // The old segments stay and are replayed at the next start; what was not
+                    // moved stays in memory for the next checkpoint.
                     tracing::error!(error = %e, "journal checkpoint failed");
                 }
                 running.store(false, Ordering::Release);
@@ -287,20 +279,21 @@ impl Inner {
     }
 
     /// `image` with the writes of `group` not yet in sled laid over it, in order, for the
-    /// entries with `start <= index < end`.
+    /// entries with `start <= index < end`: each set of held entries after the writes that
+    /// came before it (the ones after it have been applied to it already).
     fn overlay(&self, group: GroupId, image: &mut GroupImage, q: &Queue, start: u64, end: u64) {
-        for (g, op) in q.applying.iter() {
-            if *g == group {
-                apply_op(image, op.clone());
+        let ops = |image: &mut GroupImage, ops: &[(GroupId, WriteOp)]| {
+            for (g, op) in ops {
+                if *g == group {
+                    apply_op(image, op.clone());
+                }
             }
-        }
+        };
+        ops(image, &q.closing_ops);
         q.draining.lay_over(group, start, end, &mut image.entries);
+        ops(image, &q.sled_ops);
         q.pending.lay_over(group, start, end, &mut image.entries);
-        for (g, op) in &q.ops {
-            if *g == group {
-                apply_op(image, op.clone());
-            }
-        }
+        ops(image, &q.ops);
     }
 
     /// Runs up to `chunks` turns of a parked checkpoint, `n` entries each (tests).
@@ -312,7 +305,7 @@ impl Inner {
         };
         let mut logs = BTreeMap::new();
         for _ in 0..chunks {
-            if !job.move_chunk(&mut logs, n).expect("move a chunk") {
+            if !job.step(&mut logs, n).expect("a checkpoint step") {
                 job.finish().expect("finish the checkpoint");
                 *parked = None;
                 self.checkpointing.store(false, Ordering::Release);
@@ -341,11 +334,6 @@ impl Inner {
         trees.insert((group, kind), opened.clone());
         Ok(opened)
     }
-
-    /// Applies one journalled write to sled (see [`apply`]).
-    fn apply(&self, group: GroupId, op: &WriteOp) -> io::Result<()> {
-        apply_to(|kind| self.tree(group, kind), op)
-    }
 }
 
 impl Drop for Inner {
@@ -362,14 +350,16 @@ impl Drop for Inner {
     }
 }
 
-/// A checkpoint's work: move the pending entries of the closed segments into sled, flush sled,
-/// delete the segments.
+/// A checkpoint's work: put the closed segments' writes held in memory into sled (the writes
+/// other than appends, then the entries still in the log), flush sled, delete the segments.
+/// Only this thread changes sled while the node runs, so no lock orders it against the syncs.
 struct Checkpoint {
     db: sled::Db,
     data_file: Arc<File>,
     journal_dir: PathBuf,
     queue: Arc<Mutex<Queue>>,
-    sled_writes: Arc<Mutex<()>>,
+    /// Whether `closing_ops` are in sled.
+    ops_applied: AtomicBool,
     /// The newest closed segment.
     closed: u64,
 }
@@ -377,17 +367,34 @@ struct Checkpoint {
 impl Checkpoint {
     fn run(&self) -> io::Result<()> {
         let mut logs = BTreeMap::new();
-        while self.move_chunk(&mut logs, DRAIN_CHUNK)? {}
+        while self.step(&mut logs, DRAIN_CHUNK)? {}
         self.finish()
     }
 
-    /// Moves up to `n` entries from `draining` into sled; whether there were any.
-    fn move_chunk(&self, logs: &mut BTreeMap<GroupId, sled::Tree>, n: usize) -> io::Result<bool> {
+    /// One step: the closing writes first, then up to `n` entries at a time; whether there
+    /// was anything to do.
+    fn step(&self, logs: &mut BTreeMap<GroupId, sled::Tree>, n: usize) -> io::Result<bool> {
+        if !self.ops_applied.load(Ordering::Acquire) {
+            let ops = self
+                .queue
+                .lock()
+                .expect("journal queue lock")
+                .closing_ops
+                .clone();
+            for (group, op) in ops.iter() {
+                apply_to(|kind| tree(&self.db, *group, kind), op)?;
+            }
+            // sled has them now: readers must stop laying them over sled, where they would
+            // also cover entries this checkpoint inserts next (an old truncation, say).
+            self.queue.lock().expect("journal queue lock").closing_ops = Arc::default();
+            self.ops_applied.store(true, Ordering::Release);
+            return Ok(true);
+        }
         // A chunk is copied, inserted and only then dropped from `draining`, so readers find
         // each entry in one or the other throughout. A truncation or purge journalled meanwhile
-        // has removed its entries from `draining` already, and its sled part waits for
-        // `sled_writes`, so it also removes any of them this chunk inserts.
-        let _sled = self.sled_writes.lock().expect("sled write lock");
+        // removed what it covers from `draining` (and readers apply it over sled); an entry of
+        // this chunk it covers reaches sled and is removed by the next checkpoint, which
+        // applies that write.
         let chunk = self
             .queue
             .lock()
