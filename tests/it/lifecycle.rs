@@ -244,6 +244,11 @@ async fn a_full_group_evicts_the_least_recently_used_session() {
     );
     let client = cluster.client().await;
     cluster.wait_leaders(&client).await;
+    // Recency is the replicated clock's millisecond (stamped by the leader), and sessions
+    // accessed in the same millisecond are told apart by id: a pause of a few milliseconds
+    // after each access gives every one its own stamp, however fast the writes are (a slower
+    // machine only widens the gaps).
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(3));
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(
@@ -253,8 +258,10 @@ async fn a_full_group_evicts_the_least_recently_used_session() {
                 .expect("create")
                 .0,
         );
+        tick().await;
     }
     client.touch(ids[0]).await.expect("touch");
+    tick().await;
     let (fourth, _) = client
         .create(Attributes::new(), CreateOptions::default())
         .await
