@@ -41,6 +41,11 @@ pub const DEDUP_RETENTION_MS: u64 = 10 * 60 * 1000;
 pub const TOMBSTONE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// The most tombstones per group; the oldest are forgotten first.
 pub const TOMBSTONES_MAX: usize = 1_000_000;
+/// The most sessions one `Expire` entry purges, and the most tombstones it forgets: a mass
+/// expiry (a million sessions created in one burst) is spread over entries with other writes
+/// between them, instead of one apply that holds a replica's only thread for seconds. Expired
+/// sessions are never served meanwhile (reads judge deadlines by the replicated clock).
+pub const EXPIRE_PER_ENTRY_MAX: usize = 4096;
 /// Events retained per group for watchers; older ones are compacted away.
 pub const EVENTS_RETAINED: usize = 4096;
 /// Events returned by one watch call.

@@ -1043,6 +1043,10 @@ impl NodeInner {
     }
 }
 
+/// The most `Expire` entries one tick proposes for a group (each purges at most
+/// [`limits::EXPIRE_PER_ENTRY_MAX`] sessions); the next tick goes on.
+const EXPIRE_ROUNDS_MAX: usize = 64;
+
 async fn expire_loop(node: Arc<NodeInner>) {
     let tick_ms = node.config.sessions.expire_tick_ms;
     loop {
@@ -1080,12 +1084,28 @@ async fn expire_loop(node: Arc<NodeInner>) {
                         let _ = handle.proposer.write(request).await;
                     }
                     if due {
-                        let request = Request {
-                            now_ms,
-                            origin: None,
-                            command: Command::Expire,
-                        };
-                        let _ = handle.proposer.write(request).await;
+                        // One `Expire` purges a bounded number of sessions: a mass expiry goes
+                        // on over several entries, other writes interleaving between them.
+                        for _ in 0..EXPIRE_ROUNDS_MAX {
+                            let request = Request {
+                                now_ms,
+                                origin: None,
+                                command: Command::Expire,
+                            };
+                            if handle.proposer.write(request).await.is_err() {
+                                break;
+                            }
+                            let more = handle
+                                .machine
+                                .read()
+                                .expect("state lock")
+                                .state
+                                .next_expiry_ms()
+                                .is_some_and(|t| t <= now_ms);
+                            if !more {
+                                break;
+                            }
+                        }
                     }
                     handle.expiring.store(false, Ordering::Release);
                 });

@@ -694,11 +694,16 @@ impl SessionState {
         due
     }
 
+    /// Purges up to [`limits::EXPIRE_PER_ENTRY_MAX`] expired sessions and forgets as many old
+    /// tombstones; the leader proposes another `Expire` while more are due.
     fn purge_expired(&mut self) -> u64 {
         let mut purged = 0;
         // Every iteration consumes an index entry, so the loop ends even if the index and the
         // sessions disagree (regression: a fuzzed snapshot with a duplicate id spun forever).
-        while let Some(&(at, id)) = self.expiry.first() {
+        for _ in 0..limits::EXPIRE_PER_ENTRY_MAX {
+            let Some(&(at, id)) = self.expiry.first() else {
+                break;
+            };
             if at > self.clock_ms {
                 break;
             }
@@ -714,7 +719,10 @@ impl SessionState {
                 purged += 1;
             }
         }
-        while let Some(&(died, id)) = self.tombstone_order.first() {
+        for _ in 0..limits::EXPIRE_PER_ENTRY_MAX {
+            let Some(&(died, id)) = self.tombstone_order.first() else {
+                break;
+            };
             let fresh = died.saturating_add(limits::TOMBSTONE_RETENTION_MS) > self.clock_ms;
             if fresh && self.tombstone_order.len() <= limits::TOMBSTONES_MAX {
                 break;
@@ -1195,6 +1203,49 @@ mod tests {
         s.apply(5, &req(5, limited(3, lru)));
         assert!(s.get(&id(2)).is_none(), "2 was least recently used");
         assert!(s.get(&id(1)).is_some() && s.get(&id(3)).is_some());
+    }
+
+    /// A mass expiry is purged a bounded number at a time, and no expired session is served
+    /// while it waits for its turn.
+    #[test]
+    fn a_mass_expiry_is_purged_in_bounded_rounds() {
+        let mut s = SessionState::default();
+        let n = 2 * limits::EXPIRE_PER_ENTRY_MAX + 10;
+        let ids: Vec<SessionId> = (0..n as u64)
+            .map(|i| {
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&i.to_be_bytes());
+                SessionId::from_bytes(bytes)
+            })
+            .collect();
+        for (i, sid) in ids.iter().enumerate() {
+            let Command::Create { attributes, .. } = create(0, 100) else {
+                unreachable!()
+            };
+            let command = Command::Create {
+                id: *sid,
+                attributes,
+                idle_timeout_ms: 100,
+                lifetime_ms: None,
+                principal: None,
+                limits: Limits::default(),
+            };
+            s.apply(i as u64 + 1, &req(1_000, command));
+        }
+        let mut index = n as u64 + 1;
+        let mut rounds = Vec::new();
+        while s.next_expiry_ms().is_some() {
+            let r = s.apply(index, &req(1_200, Command::Expire));
+            index += 1;
+            let Outcome::Purged { sessions } = r.outcome else {
+                panic!("expire answers Purged: {:?}", r.outcome)
+            };
+            rounds.push(sessions);
+            assert!(ids.iter().all(|i| s.get(i).is_none()), "none served");
+        }
+        let max = limits::EXPIRE_PER_ENTRY_MAX as u64;
+        assert_eq!(rounds, vec![max, max, 10]);
+        assert!(s.is_empty());
     }
 
     #[test]
