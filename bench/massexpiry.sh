@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/massexpiry.sh BIN N: preload N sessions (60 s idle timeout), stop the cluster for 70 s, restart,
 # 64 clients update their own 1000 sessions for 20 s while the N sessions expire at once.
-BIN=$1; N=$2; D=$(mktemp -d /tmp/massexp.XXXX); export STEADFAST_IDLE_TIMEOUT_MS=60000
+BIN=${1:?bin}; N=${2:?sessions}; D=$(mktemp -d /tmp/massexp.XXXX); export STEADFAST_IDLE_TIMEOUT_MS=60000
 EPS=127.0.0.1:17301,127.0.0.1:17302,127.0.0.1:17303
 up() { $BIN up --data-dir $D/data --base-port 17301 --redis-base-port 17401 --groups 8 --no-restart > $D/up.log 2>&1 & UP=$!; for i in $(seq 300); do grep -q "cluster is up" $D/up.log && break; sleep 0.5; done; }
 up
