@@ -207,12 +207,20 @@ fn apply_op(image: &mut GroupImage, op: WriteOp) {
             image.meta.insert(key, value);
         }
         WriteOp::Append(entries) => image.entries.extend(entries),
+        removal => remove_covered(&mut image.entries, &removal),
+    }
+}
+
+/// Removes the entries a truncation or purge covers; other writes remove nothing.
+fn remove_covered(entries: &mut BTreeMap<u64, Vec<u8>>, op: &WriteOp) {
+    match op {
         WriteOp::TruncateFrom(index) => {
-            image.entries.split_off(&index);
+            entries.split_off(index);
         }
         WriteOp::PurgeUpTo(index) => {
-            image.entries = image.entries.split_off(&(index.saturating_add(1)));
+            *entries = entries.split_off(&index.saturating_add(1));
         }
+        WriteOp::Meta(..) | WriteOp::Append(_) => {}
     }
 }
 

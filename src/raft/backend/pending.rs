@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::WriteOp;
+use super::{remove_covered, WriteOp};
 use crate::id::GroupId;
 
 /// Journalled log entries by group and index.
@@ -28,15 +28,7 @@ impl PendingLog {
         let Some(entries) = self.groups.get_mut(&group) else {
             return;
         };
-        match op {
-            WriteOp::TruncateFrom(index) => {
-                entries.split_off(index);
-            }
-            WriteOp::PurgeUpTo(index) => {
-                *entries = entries.split_off(&index.saturating_add(1));
-            }
-            WriteOp::Meta(..) | WriteOp::Append(_) => {}
-        }
+        remove_covered(entries, op);
         if entries.is_empty() {
             self.groups.remove(&group);
         }

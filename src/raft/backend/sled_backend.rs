@@ -38,6 +38,25 @@ const OPEN_LOCK_RETRIES: u32 = 100;
 /// How many held log entries a checkpoint copies per turn of the queue lock.
 const DRAIN_CHUNK: usize = 64;
 
+/// Open tree handles by group and kind, shared with the checkpoint thread.
+type Trees = Arc<Mutex<BTreeMap<(GroupId, &'static str), sled::Tree>>>;
+
+/// The group's tree of that kind, opened once.
+fn cached_tree(
+    db: &sled::Db,
+    trees: &Trees,
+    group: GroupId,
+    kind: &'static str,
+) -> io::Result<sled::Tree> {
+    let mut trees = trees.lock().expect("tree cache lock");
+    if let Some(tree) = trees.get(&(group, kind)) {
+        return Ok(tree.clone());
+    }
+    let opened = tree(db, group, kind)?;
+    trees.insert((group, kind), opened.clone());
+    Ok(opened)
+}
+
 /// sled-backed storage: one `sled::Db` and one journal for all groups, so one sync commits every
 /// group's appends.
 #[derive(Clone)]
@@ -58,7 +77,7 @@ struct Inner {
     /// Writes made but not yet in sled.
     queue: Arc<Mutex<Queue>>,
     /// Open tree handles by group and kind (`open_tree` looks the name up each call).
-    trees: Mutex<BTreeMap<(GroupId, &'static str), sled::Tree>>,
+    trees: Trees,
     /// The journal segment being appended; held for a whole sync, so syncs run one at a time
     /// and in order.
     segment: Mutex<Segment>,
@@ -157,7 +176,7 @@ impl SledBackend {
                 journal_dir,
                 segment_bytes,
                 queue: Arc::default(),
-                trees: Mutex::default(),
+                trees: Trees::default(),
                 segment: Mutex::new(segment),
                 checkpointing: Arc::default(),
                 checkpointer: Mutex::default(),
@@ -248,6 +267,7 @@ impl Inner {
             .close_segment();
         let job = Checkpoint {
             db: self.db.clone(),
+            trees: self.trees.clone(),
             data_file: self.data_file.clone(),
             journal_dir: self.journal_dir.clone(),
             queue: self.queue.clone(),
@@ -303,9 +323,8 @@ impl Inner {
         let Some(job) = parked.as_ref() else {
             return;
         };
-        let mut logs = BTreeMap::new();
         for _ in 0..chunks {
-            if !job.step(&mut logs, n).expect("a checkpoint step") {
+            if !job.step(n).expect("a checkpoint step") {
                 job.finish().expect("finish the checkpoint");
                 *parked = None;
                 self.checkpointing.store(false, Ordering::Release);
@@ -326,13 +345,7 @@ impl Inner {
 
     /// The group's tree of that kind, opened once.
     fn tree(&self, group: GroupId, kind: &'static str) -> io::Result<sled::Tree> {
-        let mut trees = self.trees.lock().expect("tree cache lock");
-        if let Some(tree) = trees.get(&(group, kind)) {
-            return Ok(tree.clone());
-        }
-        let opened = tree(&self.db, group, kind)?;
-        trees.insert((group, kind), opened.clone());
-        Ok(opened)
+        cached_tree(&self.db, &self.trees, group, kind)
     }
 }
 
@@ -355,6 +368,7 @@ impl Drop for Inner {
 /// Only this thread changes sled while the node runs, so no lock orders it against the syncs.
 struct Checkpoint {
     db: sled::Db,
+    trees: Trees,
     data_file: Arc<File>,
     journal_dir: PathBuf,
     queue: Arc<Mutex<Queue>>,
@@ -366,14 +380,14 @@ struct Checkpoint {
 
 impl Checkpoint {
     fn run(&self) -> io::Result<()> {
-        let mut logs = BTreeMap::new();
-        while self.step(&mut logs, DRAIN_CHUNK)? {}
+        while self.step(DRAIN_CHUNK)? {}
         self.finish()
     }
 
     /// One step: the closing writes first, then up to `n` entries at a time; whether there
     /// was anything to do.
-    fn step(&self, logs: &mut BTreeMap<GroupId, sled::Tree>, n: usize) -> io::Result<bool> {
+    fn step(&self, n: usize) -> io::Result<bool> {
+        let tree = |group, kind| cached_tree(&self.db, &self.trees, group, kind);
         if !self.ops_applied.load(Ordering::Acquire) {
             let ops = self
                 .queue
@@ -382,7 +396,7 @@ impl Checkpoint {
                 .closing_ops
                 .clone();
             for (group, op) in ops.iter() {
-                apply_to(|kind| tree(&self.db, *group, kind), op)?;
+                apply_to(|kind| tree(*group, kind), op)?;
             }
             // sled has them now: readers must stop laying them over sled, where they would
             // also cover entries this checkpoint inserts next (an old truncation, say).
@@ -402,11 +416,8 @@ impl Checkpoint {
             .draining
             .first(n);
         for (group, index, bytes) in &chunk {
-            let log = match logs.get(group) {
-                Some(log) => log,
-                None => logs.entry(*group).or_insert(tree(&self.db, *group, "log")?),
-            };
-            log.insert(index.to_be_bytes(), bytes.as_slice())
+            tree(*group, "log")?
+                .insert(index.to_be_bytes(), bytes.as_slice())
                 .map_err(sled_io)?;
         }
         let mut q = self.queue.lock().expect("journal queue lock");
