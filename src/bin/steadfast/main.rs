@@ -22,6 +22,11 @@ mod up;
 
 pub use endpoints::Endpoints;
 
+/// A node allocates and frees a buffer per request, entry and message on one thread; glibc's
+/// malloc spent a quarter of a loaded node's CPU in its free lists (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "steadfast",
